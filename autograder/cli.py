@@ -1,0 +1,161 @@
+"""The ``autograder`` command.
+
+    autograder release LAB [--course-dir D]
+    autograder grade LAB [--course-dir D] [--student ID ...] [--workers N]
+                         [--cell-timeout SEC] [--timeout SEC] [--memory-limit SIZE] [--force]
+    autograder feedback LAB [--course-dir D] [--student ID]
+    autograder export [--course-dir D] [--format csv] -o FILE
+    autograder demo [--course-dir D] [--no-book]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .course import Course, CourseError
+from .errors import AutograderError
+
+
+def _course(args) -> Course:
+    return Course(args.course_dir)
+
+
+def cmd_release(args) -> int:
+    from .release import release_lab
+
+    for path in release_lab(_course(args), args.lab):
+        print(f"released {path}")
+    return 0
+
+
+def cmd_grade(args) -> int:
+    from .coordinator import GradeOptions, format_table, grade_lab
+
+    options = GradeOptions(
+        students=args.student or None,
+        workers=args.workers,
+        cell_timeout=args.cell_timeout,
+        timeout=args.timeout,
+        memory_limit=args.memory_limit,
+        force=args.force,
+        progress=not args.no_progress,
+    )
+    rows = grade_lab(_course(args), args.lab, options)
+    if not rows:
+        print(f"no submissions for {args.lab} in {_course(args).submitted}")
+        return 0
+    print(format_table(rows))
+    errors = sum(r.status == "error" for r in rows)
+    print(f"\n{len(rows)} submission(s): {len(rows) - errors} graded, {errors} with errors")
+    return 0
+
+
+def cmd_feedback(args) -> int:
+    from .feedback import generate_feedback
+
+    for path in generate_feedback(_course(args), args.lab, args.student):
+        print(f"feedback {path}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_grades
+
+    path = export_grades(_course(args), Path(args.output), args.format)
+    print(f"grades written to {path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.course_dir, build_book=not args.no_book, workers=args.workers)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autograder", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def course_dir(p):
+        p.add_argument("--course-dir", type=Path, default=None,
+                       help="course directory for instructor state (default: this repository)")
+
+    p = sub.add_parser("release", help="generate the student version of solutions/LAB into labs/LAB")
+    p.add_argument("lab")
+    course_dir(p)
+    p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("grade", help="grade every submission in submitted/*/LAB")
+    p.add_argument("lab")
+    course_dir(p)
+    p.add_argument("--student", action="append", metavar="ID", nargs="+", help="grade only these students")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help=f"submissions graded at once (default: number of cores, {os.cpu_count()})")
+    p.add_argument("--cell-timeout", type=_seconds, default=None, metavar="SEC",
+                   help="interrupt a cell after SEC seconds (default: the lab's)")
+    p.add_argument("--timeout", type=_seconds, default=None, metavar="SEC",
+                   help="kill a notebook's kernel after SEC seconds (default: the lab's)")
+    p.add_argument("--memory-limit", default=None, metavar="SIZE",
+                   help="memory for a kernel and its children, e.g. 4G (default: the lab's)")
+    p.add_argument("--force", action="store_true", help="regrade submissions that did not change")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("feedback", help="HTML feedback per student under feedback/")
+    p.add_argument("lab")
+    course_dir(p)
+    p.add_argument("--student", default=None, metavar="ID")
+    p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser("export", help="export grades (one row per student and lab)")
+    course_dir(p)
+    p.add_argument("--format", default="csv", choices=["csv"])
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", help="build the book, release the labs, grade a demo set, print the grades")
+    course_dir(p)
+    p.add_argument("--no-book", action="store_true", help="skip building the book")
+    p.add_argument("--workers", type=_positive_int, default=None)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _ensure_venv_on_path() -> None:
+    # nbgrader's Gradebook runs the `alembic` console script: make sure the
+    # environment this command runs from is on PATH even when invoked by full path
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "student", None) and isinstance(args.student[0], list):
+        args.student = [s for group in args.student for s in group]
+    _ensure_venv_on_path()
+    try:
+        return args.func(args)
+    except (CourseError, AutograderError, ValueError) as exc:
+        print(f"autograder: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autograder: interrupted; run the same command again to finish", file=sys.stderr)
+        return 130

@@ -1,0 +1,244 @@
+"""``autograder grade LAB``: the coordinator.
+
+It finds the submissions, decides which need grading, hands one job per
+submission to a pool of workers, and is the only writer of the gradebook.
+
+Crash safety: a worker writes its result file atomically before the
+coordinator sees it; the coordinator records a result in the gradebook (one
+transaction) and only then marks it recorded.  Run the same command again
+after a crash and finished results are recorded without re-running, unfinished
+ones are graded, and nothing is recorded twice (a submission has one row per
+student and lab in nbgrader's gradebook; recording again writes the same
+scores).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import multiprocessing as mp
+import nbformat
+
+from . import __version__
+from .assemble import grading_template
+from .course import Course, Lab
+from .record import GradebookWriter, read_timestamp
+from .worker import GradingJob, GradingResult, atomic_write, grade_submission
+
+
+@dataclass
+class GradeOptions:
+    students: list[str] | None = None
+    workers: int | None = None
+    cell_timeout: float | None = None
+    timeout: float | None = None
+    memory_limit: str | int | None = None
+    force: bool = False
+    progress: bool = True
+
+
+@dataclass
+class Row:
+    student: str
+    score: float
+    max_score: float
+    status: str   # graded | error | unchanged
+    message: str = ""
+    seconds: dict = field(default_factory=dict)
+
+
+def _tree_digest(root: Path) -> hashlib._Hash:
+    """Digest of the regular files under ``root`` (names and contents; symlinks by target text)."""
+    h = hashlib.sha256()
+    if not root.is_dir():
+        h.update(b"<missing>")
+        return h
+    for dirpath, dirs, files in os.walk(root, followlinks=False):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root)).encode("utf-8", "surrogateescape")
+            h.update(b"\0F" + rel + b"\0")
+            if path.is_symlink():
+                h.update(b"->" + os.readlink(path).encode("utf-8", "surrogateescape"))
+            elif path.is_file():
+                with open(path, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+    return h
+
+
+class Coordinator:
+    def __init__(self, course: Course, lab: Lab, options: GradeOptions):
+        self.course = course
+        self.lab = lab
+        self.options = options
+        self.limits = lab.limits.override(options.timeout, options.cell_timeout, options.memory_limit)
+        self.state = course.state / lab.name
+        self.templates: dict[str, str] = {}
+        self.template_digest = ""
+
+    # -- preparation ------------------------------------------------------------
+    def prepare_templates(self) -> None:
+        """Write the grading template of each notebook once per run (workers read them)."""
+        h = hashlib.sha256()
+        kernel = None
+        for name in self.lab.notebooks:
+            source = nbformat.read(self.lab.source_dir / name, as_version=4)
+            kernel = kernel or source.metadata.get("kernelspec", {}).get("name", "python3")
+            text = nbformat.writes(grading_template(source))
+            path = self.state / "templates" / name
+            atomic_write(path, text)
+            self.templates[name] = str(path)
+            h.update(name.encode() + b"\0" + text.encode())
+        self.kernel_name = kernel or "python3"
+        h.update(json.dumps(self.lab.grading_profile, sort_keys=True, default=str).encode())
+        h.update(json.dumps([self.limits.timeout, self.limits.cell_timeout, self.limits.memory_limit]).encode())
+        h.update(__version__.encode())
+        files = _tree_digest(self.lab.source_dir)  # data files the lab ships
+        h.update(files.digest())
+        self.template_digest = h.hexdigest()
+
+    def job_for(self, student: str) -> GradingJob:
+        submission = self.course.submitted / student / self.lab.name
+        digest = hashlib.sha256((self.template_digest + _tree_digest(submission).hexdigest()).encode()).hexdigest()
+        return GradingJob(
+            student=student,
+            lab=self.lab.name,
+            submission_dir=str(submission),
+            output_dir=str(self.course.autograded / student / self.lab.name),
+            result_path=str(self.state / "results" / f"{student}.json"),
+            templates=dict(self.templates),
+            lab_files_dir=str(self.lab.source_dir),
+            profile=self.lab.grading_profile,
+            kernel_name=self.kernel_name,
+            timeout=self.limits.timeout,
+            cell_timeout=self.limits.cell_timeout,
+            memory_limit=self.limits.memory_limit,
+            digest=digest,
+        )
+
+    def _recorded_path(self, student: str) -> Path:
+        return self.state / "recorded" / f"{student}.json"
+
+    def _load(self, path: Path) -> GradingResult | None:
+        try:
+            return GradingResult.from_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, TypeError):
+            return None  # absent or half-written by a killed process: ignore
+
+    # -- the run ----------------------------------------------------------------
+    def run(self) -> list[Row]:
+        students = self.course.student_ids(self.lab.name)
+        if self.options.students:
+            wanted = set(self.options.students)
+            unknown = wanted - set(students)
+            students = [s for s in students if s in wanted]
+            rows_unknown = [Row(s, 0.0, 0.0, "error", f"no submission in {self.course.submitted / s / self.lab.name}")
+                            for s in sorted(unknown)]
+        else:
+            rows_unknown = []
+        self.prepare_templates()
+        rows: dict[str, Row] = {}
+        todo: list[GradingJob] = []
+        with GradebookWriter(self.course.db_url) as writer:
+            self._ensure_lab_registered(writer)
+            for student in students:
+                job = self.job_for(student)
+                recorded = self._load(self._recorded_path(student))
+                if (not self.options.force and recorded is not None and recorded.digest == job.digest
+                        and writer.has_submission(self.lab.name, student)):
+                    rows[student] = Row(student, recorded.score, recorded.max_score, "unchanged",
+                                        recorded.message)
+                    continue
+                finished = self._load(Path(job.result_path))
+                if (not self.options.force and finished is not None and finished.digest == job.digest
+                        and not finished.retry):
+                    # graded before a crash but never recorded: record it now, don't re-run
+                    rows[student] = self._record(writer, job, finished)
+                    continue
+                todo.append(job)
+            for job, result in self._execute(todo):
+                rows[job.student] = self._record(writer, job, result)
+        return rows_unknown + [rows[s] for s in students]
+
+    def _ensure_lab_registered(self, writer: GradebookWriter) -> None:
+        from nbgrader.api import MissingEntry
+
+        try:
+            writer.gradebook.find_assignment(self.lab.name)
+        except MissingEntry:
+            from .release import release_lab
+
+            release_lab(self.course, self.lab.name)
+
+    def _record(self, writer: GradebookWriter, job: GradingJob, result: GradingResult) -> Row:
+        writer.record(result, timestamp=read_timestamp(Path(job.submission_dir)))
+        if not result.retry:  # a grader failure is graded again on the next run
+            atomic_write(self._recorded_path(job.student), result.to_json())
+        return Row(result.student, result.score, result.max_score, result.status, result.message, result.seconds)
+
+    def _execute(self, jobs: list[GradingJob]) -> Iterable[tuple[GradingJob, GradingResult]]:
+        if not jobs:
+            return
+        workers = max(1, min(self.options.workers or os.cpu_count() or 1, len(jobs)))
+        bar = _progress(len(jobs), self.lab.name, self.options.progress)
+        try:
+            if workers == 1:
+                for job in jobs:
+                    yield job, _safe_grade(job)
+                    bar.update(1)
+                return
+            # spawn: workers must not inherit the coordinator's database connection
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+                futures = {pool.submit(grade_submission, job): job for job in jobs}
+                for future in as_completed(futures):
+                    job = futures[future]
+                    try:
+                        result = future.result()
+                    except Exception as exc:  # the worker process itself died
+                        result = _crashed(job, exc)
+                    yield job, result
+                    bar.update(1)
+        finally:
+            bar.close()
+
+
+def _safe_grade(job: GradingJob) -> GradingResult:
+    try:
+        return grade_submission(job)
+    except Exception as exc:
+        return _crashed(job, exc)
+
+
+def _crashed(job: GradingJob, exc: BaseException) -> GradingResult:
+    return GradingResult(student=job.student, lab=job.lab, digest=job.digest, status="error", retry=True,
+                         message=f"grading worker failed: {type(exc).__name__}: {exc}".splitlines()[0])
+
+
+def _progress(total: int, lab: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"grading {lab}", unit="submission", disable=not enabled,
+                file=sys.stderr, dynamic_ncols=True)
+
+
+def grade_lab(course: Course, lab_name: str, options: GradeOptions | None = None) -> list[Row]:
+    return Coordinator(course, course.lab(lab_name), options or GradeOptions()).run()
+
+
+def format_table(rows: list[Row]) -> str:
+    from tabulate import tabulate
+
+    table = [
+        [r.student, f"{r.score:g}", f"{r.max_score:g}",
+         r.status if not r.message else f"{r.status}: {r.message}"]
+        for r in rows
+    ]
+    return tabulate(table, headers=["student", "score", "max", "status"], tablefmt="simple")

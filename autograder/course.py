@@ -1,0 +1,241 @@
+"""The course directory and its labs.
+
+A course directory is an nbgrader course: ``solutions/LAB`` (nbgrader's
+*source*), ``labs/LAB`` (nbgrader's *release*), and the instructor state
+``submitted/``, ``autograded/``, ``feedback/``, ``gradebook.db``.  This module
+is the one place that knows that layout; nbgrader's own configuration
+(``nbgrader_config.py``) is written from :func:`configure_nbgrader` so the two
+never disagree.
+
+Each lab keeps a ``lab.toml`` beside its notebooks (never released)::
+
+    [lab]
+    title = "Day 2 · Fairness metrics and mitigation"
+    notebooks = ["fairness.ipynb"]
+
+    [grading]                # defaults for `autograder grade`
+    timeout = 600            # whole notebook, seconds
+    cell_timeout = 300       # one cell, seconds
+    memory_limit = "6G"
+
+    [profiles.grading]       # injected into the `parameters` cell when grading
+    n_samples = 6000
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SOURCE_DIR = "solutions"
+RELEASE_DIR = "labs"
+SUBMITTED_DIR = "submitted"
+AUTOGRADED_DIR = "autograded"
+FEEDBACK_DIR = "feedback"
+STATE_DIR = ".autograder"  # our own bookkeeping: templates, results, digests
+GRADEBOOK = "gradebook.db"
+COURSE_ID = "responsible-ai-at-scale"
+# never copied into a student release
+RELEASE_IGNORE = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "lab.toml", "hidden"]
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+
+
+class CourseError(Exception):
+    """A problem with the course itself (not with one submission)."""
+
+
+def parse_size(text: str | int | None) -> int | None:
+    """``"6G"`` -> 6 * 2**30 bytes; ``None``/``""`` -> None; ints pass through."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, int):
+        return text
+    match = _SIZE.match(str(text))
+    if not match:
+        raise ValueError(f"not a size: {text!r} (use e.g. 512M, 6G)")
+    number, unit = match.groups()
+    return int(float(number) * 1024 ** " KMGT".index(unit.upper() or " "))
+
+
+@dataclass(frozen=True)
+class GradingLimits:
+    """Limits for executing one submission (per-lab defaults, CLI overrides)."""
+
+    timeout: float = 900.0       # the whole notebook, seconds
+    cell_timeout: float = 300.0  # one cell, seconds
+    memory_limit: int | None = None  # bytes, kernel and children together
+
+    def override(self, timeout=None, cell_timeout=None, memory_limit=None) -> "GradingLimits":
+        return GradingLimits(
+            timeout=self.timeout if timeout is None else float(timeout),
+            cell_timeout=self.cell_timeout if cell_timeout is None else float(cell_timeout),
+            memory_limit=self.memory_limit if memory_limit is None else parse_size(memory_limit),
+        )
+
+
+@dataclass(frozen=True)
+class Lab:
+    """One lab (an nbgrader assignment) as the instructor wrote it."""
+
+    name: str
+    source_dir: Path
+    title: str
+    notebooks: tuple[str, ...]
+    limits: GradingLimits
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def grading_profile(self) -> dict[str, Any]:
+        """Parameters papermill injects when grading (fast enough for 2 CPU cores)."""
+        return dict(self.profiles.get("grading", {}))
+
+    @classmethod
+    def load(cls, source_dir: Path) -> "Lab":
+        source_dir = Path(source_dir)
+        if not source_dir.is_dir():
+            raise CourseError(f"no lab source directory {source_dir}")
+        config: dict[str, Any] = {}
+        toml_path = source_dir / "lab.toml"
+        if toml_path.exists():
+            try:
+                config = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise CourseError(f"{toml_path}: {exc}") from exc
+        meta = config.get("lab", {})
+        notebooks = tuple(meta.get("notebooks") or sorted(p.name for p in source_dir.glob("*.ipynb")))
+        if not notebooks:
+            raise CourseError(f"lab {source_dir.name} has no notebooks in {source_dir}")
+        for nb in notebooks:
+            if not (source_dir / nb).is_file():
+                raise CourseError(f"{toml_path} names {nb}, which is not in {source_dir}")
+        grading = config.get("grading", {})
+        limits = GradingLimits().override(
+            timeout=grading.get("timeout"),
+            cell_timeout=grading.get("cell_timeout"),
+            memory_limit=grading.get("memory_limit"),
+        )
+        return cls(
+            name=source_dir.name,
+            source_dir=source_dir,
+            title=meta.get("title", source_dir.name),
+            notebooks=notebooks,
+            limits=limits,
+            profiles={k: dict(v) for k, v in config.get("profiles", {}).items()},
+        )
+
+
+def find_project_root(start: Path | None = None) -> Path | None:
+    """The nearest directory at or above ``start`` holding ``nbgrader_config.py``."""
+    here = Path(start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "nbgrader_config.py").is_file() and (candidate / SOURCE_DIR).is_dir():
+            return candidate
+    return None
+
+
+class Course:
+    """Paths of one course directory.
+
+    ``root`` holds the instructor state.  Lab sources and releases are read from
+    ``root/solutions`` and ``root/labs`` when ``root`` has a ``solutions/``
+    directory, otherwise from the project (the repository this command runs
+    in), so that ``--course-dir`` can keep state for the repository's labs
+    anywhere.
+    """
+
+    def __init__(self, root: Path | str | None = None):
+        project = find_project_root()
+        if root is None:
+            if project is None:
+                raise CourseError(
+                    "not inside a course: no nbgrader_config.py with a solutions/ directory "
+                    "here or above; pass --course-dir"
+                )
+            root = project
+        self.root = Path(root).resolve()
+        if (self.root / SOURCE_DIR).is_dir():
+            self.labs_root = self.root
+        elif project is not None:
+            self.labs_root = project
+        else:
+            raise CourseError(f"{self.root} has no {SOURCE_DIR}/ directory and no project was found")
+
+    # -- layout -------------------------------------------------------------
+    @property
+    def source(self) -> Path:
+        return self.labs_root / SOURCE_DIR
+
+    @property
+    def release(self) -> Path:
+        return self.labs_root / RELEASE_DIR
+
+    @property
+    def submitted(self) -> Path:
+        return self.root / SUBMITTED_DIR
+
+    @property
+    def autograded(self) -> Path:
+        return self.root / AUTOGRADED_DIR
+
+    @property
+    def feedback(self) -> Path:
+        return self.root / FEEDBACK_DIR
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{self.root / GRADEBOOK}"
+
+    def lab(self, name: str) -> Lab:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise CourseError(f"not a lab name: {name!r}")
+        path = self.source / name
+        if not path.is_dir():
+            known = ", ".join(self.lab_names()) or "none"
+            raise CourseError(f"no lab {name!r} in {self.source} (labs: {known})")
+        return Lab.load(path)
+
+    def lab_names(self) -> list[str]:
+        if not self.source.is_dir():
+            return []
+        return sorted(p.name for p in self.source.iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
+
+    def student_ids(self, lab: str) -> list[str]:
+        """Students with a submission directory for ``lab``."""
+        if not self.submitted.is_dir():
+            return []
+        return sorted(p.parent.name for p in self.submitted.glob(f"*/{lab}") if p.is_dir())
+
+    # -- nbgrader -------------------------------------------------------------
+    def nbgrader_config(self):
+        """A traitlets Config for nbgrader's apps and API on this course."""
+        from traitlets.config import Config
+
+        config = Config()
+        configure_nbgrader(config, self.root, labs_root=self.labs_root)
+        return config
+
+
+def configure_nbgrader(c, root: Path | str, labs_root: Path | str | None = None) -> None:
+    """Write this course's layout into an nbgrader config object ``c``.
+
+    Used by ``nbgrader_config.py`` (so ``nbgrader formgrader`` and friends see
+    the same course) and by :meth:`Course.nbgrader_config`.
+    """
+    root = Path(root).resolve()
+    labs_root = Path(labs_root or root).resolve()
+    c.CourseDirectory.root = str(root)
+    c.CourseDirectory.course_id = COURSE_ID
+    # nbgrader joins these onto root; absolute paths let sources live elsewhere
+    c.CourseDirectory.source_directory = str(labs_root / SOURCE_DIR)
+    c.CourseDirectory.release_directory = str(labs_root / RELEASE_DIR)
+    c.CourseDirectory.ignore = list(RELEASE_IGNORE)
+    c.CourseDirectory.db_url = f"sqlite:///{root / GRADEBOOK}"
+    c.Exchange.root = os.environ.get("AUTOGRADER_EXCHANGE", str(root / ".exchange"))

@@ -1,0 +1,213 @@
+"""Step 3 -- execute: run the assembled notebook with papermill.
+
+Execution stays one ``papermill.execute_notebook(...)`` call.  What grading
+needs beyond papermill's default engine lives in :class:`AutograderEngine`,
+registered under the name ``autograder`` through papermill's
+``papermill.engine`` entry point:
+
+* every cell runs even when an earlier one fails (``allow_errors``), so later
+  test cells still score;
+* a cell that runs past ``execution_timeout`` is interrupted and recorded as an
+  error on that cell; the following cells still run;
+* past ``notebook_timeout`` the kernel is killed; the cells that ran keep
+  their outputs and the rest are marked as not run;
+* what happened is written to ``nb.metadata.autograder.execution`` so the
+  scoring step and the report can say which limit was hit, and where.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbclient.exceptions import DeadKernelError
+from nbformat import NotebookNode
+from papermill.clientwrap import PapermillNotebookClient
+from papermill.engines import NBClientEngine
+
+NOT_RUN = "not-run"
+
+
+def _execution_record(nb: NotebookNode) -> dict[str, Any]:
+    meta = nb.metadata.setdefault("autograder", {})
+    return meta.setdefault("execution", {"events": [], "cells_seconds": 0.0})
+
+
+class GradingNotebookClient(PapermillNotebookClient):
+    """Papermill's client, made to go on after errors, cell timeouts and a dead kernel."""
+
+    def __init__(self, nb_man, notebook_timeout: float | None = None, **kw):
+        kw.setdefault("allow_errors", True)
+        kw.setdefault("interrupt_on_timeout", True)
+        # a kernel that ignores the interrupt must not stall the whole run
+        kw.setdefault("raise_on_iopub_timeout", False)
+        super().__init__(nb_man, **kw)
+        self.notebook_timeout = notebook_timeout
+        self._deadline_hit = threading.Event()
+        self._timed_out_cell: int | None = None
+        self._current_index: int | None = None
+
+    # nbclient calls this when a cell passes `timeout`
+    async def _async_handle_timeout(self, timeout, cell=None):
+        self._timed_out_cell = self._current_index
+        return await super()._async_handle_timeout(timeout, cell)
+
+    def _kill_kernel(self) -> None:
+        """Called from a timer thread when the notebook deadline passes."""
+        self._deadline_hit.set()
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        pid = getattr(process, "pid", None)
+        if pid is None:
+            return
+        try:  # the kernel was started in its own session: take its children too
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def papermill_execute_cells(self):
+        record = _execution_record(self.nb)
+        events = record["events"]
+        timer = None
+        if self.notebook_timeout:
+            timer = threading.Timer(self.notebook_timeout, self._kill_kernel)
+            timer.daemon = True
+            timer.start()
+        started = time.monotonic()
+        try:
+            for index, cell in enumerate(self.nb.cells):
+                if self._deadline_hit.is_set():
+                    self._mark_not_run(index, "the notebook time limit had passed")
+                    continue
+                self._current_index = index
+                self._timed_out_cell = None
+                try:
+                    self.nb_man.cell_start(cell, index)
+                    self.execute_cell(cell, index)
+                except DeadKernelError:
+                    cause = ("notebook-timeout" if self._deadline_hit.is_set() else "kernel-died")
+                    events.append({"kind": cause, "cell": index, "grade_id": _gid(cell)})
+                    _add_error(cell, "KernelDied" if cause == "kernel-died" else "NotebookTimeout",
+                               "the kernel was killed: notebook time limit reached"
+                               if cause == "notebook-timeout" else
+                               "the kernel died while running this cell (crash, os._exit or memory limit)")
+                    self._deadline_hit.set()  # nothing more can run in a dead kernel
+                finally:
+                    if self._timed_out_cell == index:
+                        events.append({"kind": "cell-timeout", "cell": index, "grade_id": _gid(cell)})
+                        if not any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+                            _add_error(cell, "CellTimeout", f"cell interrupted after {self.timeout} s")
+                    self.nb_man.cell_complete(self.nb.cells[index], cell_index=index)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            record["cells_seconds"] = round(time.monotonic() - started, 3)
+
+    def _mark_not_run(self, index: int, why: str) -> None:
+        cell = self.nb.cells[index]
+        cell.metadata.setdefault("autograder", {})["status"] = NOT_RUN
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+            _add_error(cell, "NotRun", f"this cell did not run: {why}")
+
+    def execute(self, **kwargs):
+        # kernel_info after a dead kernel would hang: papermill's execute asks for it
+        try:
+            return super().execute(**kwargs)
+        except (DeadKernelError, RuntimeError, TimeoutError) as exc:
+            if self._deadline_hit.is_set():
+                return self.nb
+            raise exc
+
+
+def _gid(cell) -> str | None:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def _add_error(cell, ename: str, evalue: str) -> None:
+    if cell.cell_type != "code":
+        return
+    cell.setdefault("outputs", []).append(
+        nbformat.v4.new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+    )
+
+
+class AutograderEngine(NBClientEngine):
+    """Papermill engine ``autograder``: nbclient with grading semantics (see module doc)."""
+
+    @classmethod
+    def execute_managed_notebook(
+        cls,
+        nb_man,
+        kernel_name,
+        log_output=False,
+        stdout_file=None,
+        stderr_file=None,
+        start_timeout=60,
+        execution_timeout=None,
+        notebook_timeout=None,
+        **kwargs,
+    ):
+        kwargs.pop("input_path", None)
+        client = GradingNotebookClient(
+            nb_man,
+            notebook_timeout=notebook_timeout,
+            timeout=execution_timeout,
+            startup_timeout=start_timeout,
+            kernel_name=kernel_name,
+            log_output=log_output,
+            stdout_file=stdout_file,
+            stderr_file=stderr_file,
+            **kwargs,
+        )
+        return client.execute()
+
+
+def execute_assembled(
+    nb: NotebookNode,
+    workdir: Path,
+    output_path: Path,
+    *,
+    kernel_name: str,
+    cell_timeout: float | None,
+    notebook_timeout: float | None,
+    kernel_manager_class: str | None = None,
+    start_timeout: float = 60,
+) -> NotebookNode:
+    """Execute ``nb`` in ``workdir`` and return the executed notebook.
+
+    Errors in cells are part of the result (they score 0), never exceptions.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+    from papermill.execute import remove_error_markers
+
+    engine_kwargs: dict[str, Any] = {}
+    if kernel_manager_class:
+        engine_kwargs["kernel_manager_class"] = kernel_manager_class
+    try:
+        executed = papermill.execute_notebook(
+            nb,
+            str(output_path),
+            engine_name="autograder",
+            kernel_name=kernel_name,
+            cwd=str(workdir),
+            progress_bar=False,
+            request_save_on_cell_execute=True,
+            execution_timeout=cell_timeout,
+            notebook_timeout=notebook_timeout,
+            start_timeout=start_timeout,
+            **engine_kwargs,
+        )
+    except PapermillExecutionError:
+        # papermill wrote the notebook (with its error banner) before raising
+        executed = nbformat.read(str(output_path), as_version=4)
+    executed = remove_error_markers(executed)
+    return executed

@@ -1,0 +1,222 @@
+"""One worker grades one submission: assemble -> parameterize -> execute -> score.
+
+A :class:`GradingJob` and a :class:`GradingResult` are plain data (JSON), so a
+worker needs nothing but the job: it can run in a local process pool or as a
+Slurm array task.  The worker never touches the gradebook; it writes the
+autograded notebooks and its result file atomically and returns the result to
+the coordinator, which records it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from .assemble import assemble_submission, read_submission
+from .errors import AutograderError, SubmissionError
+from .parameterize import inject_profile
+from .score import score_notebook, unanswered, zero_scores
+
+# the worker copies no more than this from a submission directory (issue: huge files)
+MAX_SUBMISSION_BYTES = 64 * 2**20
+
+
+@dataclass
+class GradingJob:
+    student: str
+    lab: str
+    submission_dir: str
+    output_dir: str            # autograded/STUDENT/LAB
+    result_path: str           # where the worker writes its GradingResult (JSON)
+    templates: dict[str, str]  # notebook name -> grading template path
+    lab_files_dir: str | None  # the lab's source directory (non-notebook files are copied in)
+    profile: dict[str, Any]
+    kernel_name: str
+    timeout: float
+    cell_timeout: float
+    memory_limit: int | None
+    digest: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "GradingJob":
+        return cls(**json.loads(text))
+
+
+@dataclass
+class GradingResult:
+    student: str
+    lab: str
+    digest: str
+    status: str                       # "graded" | "error"
+    message: str = ""                 # one line for the report
+    scores: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)  # limits hit: kind, notebook, cell
+    no_response: list[str] = field(default_factory=list)  # "notebook/grade_id" of blank answers
+    failed_notebooks: list[str] = field(default_factory=list)  # could not run at all: scored 0
+    retry: bool = False  # the grader failed, not the submission: grade it again next run
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        return sum(s["auto_score"] or 0.0 for s in self.scores)
+
+    @property
+    def max_score(self) -> float:
+        return sum(s["max_score"] for s in self.scores)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "GradingResult":
+        return cls(**json.loads(text))
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write ``path`` so that readers see the old file or the whole new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _copy_plain_files(src: Path, dest: Path, skip: set[str], budget: int) -> int:
+    """Copy regular files under ``src`` (no symlinks, no notebooks in ``skip``); return bytes copied."""
+    used = 0
+    for root, dirs, files in os.walk(src, followlinks=False):
+        dirs[:] = [d for d in dirs if d not in {".ipynb_checkpoints", "__pycache__", "hidden"}]
+        for name in files:
+            path = Path(root) / name
+            rel = path.relative_to(src)
+            if str(rel) in skip or path.is_symlink() or not path.is_file() or name == "lab.toml":
+                continue
+            size = path.stat().st_size
+            if used + size > budget:
+                raise SubmissionError(f"submission is larger than {budget // 2**20} MiB ({rel} and more)")
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            used += size
+    return used
+
+
+def grade_submission(job: GradingJob) -> GradingResult:
+    """Grade one submission end to end; never raises for a bad submission."""
+    started = time.monotonic()
+    result = GradingResult(student=job.student, lab=job.lab, digest=job.digest, status="graded")
+    scratch = Path(tempfile.mkdtemp(prefix=f"autograder-{job.lab}-"))
+    executed: dict[str, nbformat.NotebookNode] = {}
+    cells_seconds = 0.0
+    try:
+        submission = Path(job.submission_dir)
+        # the student's files first, then the lab's own files over them (as nbgrader does)
+        _copy_plain_files(submission, scratch, skip=set(job.templates), budget=MAX_SUBMISSION_BYTES)
+        if job.lab_files_dir:
+            _copy_plain_files(Path(job.lab_files_dir), scratch, skip=set(job.templates), budget=2**40)
+        for name, template_path in sorted(job.templates.items()):
+            template = nbformat.read(template_path, as_version=4)
+            try:
+                nb_path = submission / name
+                if nb_path.is_symlink() or not nb_path.is_file():
+                    raise SubmissionError(f"{name} is missing from the submission")
+                if nb_path.stat().st_size > MAX_SUBMISSION_BYTES:
+                    raise SubmissionError(f"{name} is larger than {MAX_SUBMISSION_BYTES // 2**20} MiB")
+                assembly = assemble_submission(template, read_submission(nb_path.read_bytes(), name))
+            except SubmissionError as exc:
+                result.status = "error"
+                result.message = str(exc)
+                result.scores += [s.to_dict() for s in zero_scores(template, name.removesuffix(".ipynb"), str(exc))]
+                result.failed_notebooks.append(name.removesuffix(".ipynb"))
+                continue
+            result.no_response += [f"{name.removesuffix('.ipynb')}/{gid}" for gid in unanswered(assembly.notebook)]
+            result.notes += [f"{name}: {note}" for note in assembly.notes]
+            nb = inject_profile(assembly.notebook, job.profile, kernel_name=job.kernel_name)
+            out = _run(nb, scratch, name, job)
+            record = out.metadata.get("autograder", {}).get("execution", {})
+            cells_seconds += float(record.get("cells_seconds", 0.0))
+            for event in record.get("events", []):
+                result.events.append({**event, "notebook": name})
+            executed[name] = out
+            result.scores += [s.to_dict() for s in score_notebook(out, name.removesuffix(".ipynb"))]
+        # write the autograded notebooks (nbgrader's layout, so formgrader and feedback find them)
+        out_dir = Path(job.output_dir)
+        for name, nb in executed.items():
+            atomic_write(out_dir / name, nbformat.writes(nb))
+        stamp = Path(job.submission_dir) / "timestamp.txt"
+        if stamp.is_file() and not stamp.is_symlink():
+            atomic_write(out_dir / "timestamp.txt", stamp.read_bytes()[:200])
+        if result.events and result.status == "graded":
+            result.message = "; ".join(_describe(e) for e in result.events)
+    except SubmissionError as exc:
+        result.status, result.message = "error", str(exc)
+    except AutograderError as exc:
+        result.status, result.message = "error", f"grading failed: {exc}"
+    except Exception as exc:  # a bug or an environment problem: report it, keep the batch going
+        result.status, result.retry = "error", True
+        result.message = f"grading failed: {type(exc).__name__}: {exc}".splitlines()[0]
+        result.notes.append(traceback.format_exc(limit=5))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    result.seconds = {"total": round(time.monotonic() - started, 3), "cells": round(cells_seconds, 3)}
+    atomic_write(Path(job.result_path), result.to_json())
+    return result
+
+
+def _run(nb, scratch: Path, name: str, job: GradingJob):
+    from .execute import execute_assembled
+
+    output_path = scratch / f".executed-{name}"
+    return execute_assembled(
+        nb, scratch, output_path,
+        kernel_name=job.kernel_name,
+        cell_timeout=job.cell_timeout,
+        notebook_timeout=job.timeout,
+    )
+
+
+def _describe(event: dict) -> str:
+    where = f"{event.get('notebook')} cell {event.get('grade_id') or '#' + str(event.get('cell'))}"
+    return {
+        "cell-timeout": f"cell time limit hit in {where}",
+        "notebook-timeout": f"notebook time limit hit in {where}",
+        "kernel-died": f"kernel died in {where}",
+    }.get(event["kind"], f"{event['kind']} in {where}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m autograder.worker JOB.json``: grade one job (e.g. as a Slurm array task)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m autograder.worker JOB.json", file=sys.stderr)
+        return 2
+    result = grade_submission(GradingJob.from_json(Path(args[0]).read_text(encoding="utf-8")))
+    print(f"{result.student} {result.lab}: {result.score:g}/{result.max_score:g} {result.status} {result.message}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
