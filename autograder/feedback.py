@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from nbconvert.preprocessors import Preprocessor
+from nbgrader.preprocessors import NbGraderPreprocessor
 from nbgrader import utils as nbutils
 
 from .course import Course, CourseError
@@ -41,7 +41,7 @@ def _failing_line(traceback: list[str]) -> int | None:
     return lines[0] if lines else None
 
 
-class RedactHiddenTests(Preprocessor):
+class RedactHiddenTests(NbGraderPreprocessor):
     """Remove hidden tests and what their execution could leak from a graded notebook."""
 
     def preprocess_cell(self, cell, resources, index):
@@ -55,10 +55,13 @@ class RedactHiddenTests(Preprocessor):
             if output.get("output_type") != "error":
                 continue  # printed or displayed output may come from hidden lines
             line = _failing_line(output.get("traceback", []))
+            output.ename = output.get("ename", "Error")
             if line is None or hidden[0] <= line <= hidden[1]:
-                output.ename = output.get("ename", "Error")
                 output.evalue = "a hidden test failed (hidden tests are not shown)"
                 output.traceback = [f"{output.ename}: {output.evalue}"]
+            else:
+                # IPython's traceback quotes the lines around the failure, hidden ones too
+                output.traceback = [f"{output.ename} at line {line} of this cell: {output.get('evalue', '')}"]
             outputs.append(output)
         cell.outputs = outputs
         lines = cell.source.split("\n")

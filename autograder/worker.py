@@ -149,6 +149,7 @@ def grade_submission(job: GradingJob) -> GradingResult:
                 result.message = str(exc)
                 result.scores += [s.to_dict() for s in zero_scores(template, name.removesuffix(".ipynb"), str(exc))]
                 result.failed_notebooks.append(name.removesuffix(".ipynb"))
+                executed[name] = _unreadable(template, str(exc))  # so feedback can say why
                 continue
             result.no_response += [f"{name.removesuffix('.ipynb')}/{gid}" for gid in unanswered(assembly.notebook)]
             result.notes += [f"{name}: {note}" for note in assembly.notes]
@@ -182,6 +183,13 @@ def grade_submission(job: GradingJob) -> GradingResult:
     result.seconds = {"total": round(time.monotonic() - started, 3), "cells": round(cells_seconds, 3)}
     atomic_write(Path(job.result_path), result.to_json())
     return result
+
+
+def _unreadable(template, why: str):
+    """The blank notebook with a note on top: what the student sees in feedback."""
+    nb = template.copy()
+    nb.cells = [nbformat.v4.new_markdown_cell(f"**This notebook could not be graded:** {why}")] + list(nb.cells)
+    return nb
 
 
 def _run(nb, scratch: Path, name: str, job: GradingJob):

@@ -1,0 +1,197 @@
+"""The grading pipeline on a toy course: parity with nbgrader, tampering, bad input, limits, re-runs."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbgrader.api import Gradebook
+
+from conftest import run_cli
+from course_factory import (TOY_LAB, TOY_NOTEBOOK, fill_answers, make_course, submit,
+                            toy_source_notebook)
+
+ALL_ANSWERS = {"square", "mean", "total", "why_mean"}
+
+
+def cell_scores(root: Path, lab: str = TOY_LAB) -> dict[str, dict[str, float | None]]:
+    """{student: {grade_id: auto_score}} read straight from nbgrader's gradebook."""
+    out: dict[str, dict[str, float | None]] = {}
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        for submission in gb.assignment_submissions(lab):
+            out[submission.student.id] = {
+                grade.name: grade.auto_score for nb in submission.notebooks for grade in nb.grades
+            }
+    return out
+
+
+def release_nb(root: Path) -> nbformat.NotebookNode:
+    return nbformat.read(root / "labs" / TOY_LAB / TOY_NOTEBOOK, as_version=4)
+
+
+def honest_submissions(root: Path) -> None:
+    rel, src = release_nb(root), toy_source_notebook()
+    submit(root, "solution", fill_answers(rel, src, solved=ALL_ANSWERS))
+    submit(root, "blank", rel)
+    submit(root, "partial", fill_answers(rel, src, solved={"square", "total"}))
+    submit(root, "raises", fill_answers(rel, src, solved={"square", "total"},
+                                        answers={"mean": "def mean(xs):\n    raise ValueError('not today')"}))
+
+
+@pytest.fixture(scope="module")
+def toy_course(tmp_path_factory) -> Path:
+    root = make_course(tmp_path_factory.mktemp("course"))
+    run_cli("release", TOY_LAB, "--course-dir", str(root))
+    honest_submissions(root)
+    rel, src = release_nb(root), toy_source_notebook()
+
+    # tampering: each keeps the partial answers and tries to gain more
+    edited = fill_answers(rel, src, solved={"square", "total"})
+    for cell in edited.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "test_mean":
+            cell.source = "pass  # tests? what tests"
+    submit(root, "edits-test", edited)
+
+    deleted = fill_answers(rel, src, solved={"square", "total"})
+    deleted.cells = [c for c in deleted.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test_mean"]
+    submit(root, "deletes-test", deleted)
+
+    inflated = fill_answers(rel, src, solved={"square", "total"})
+    for cell in inflated.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade"):
+            meta["points"] = 100
+        if meta.get("grade_id") == "test_mean":  # and turn the failing test into an answer cell
+            meta["solution"] = True
+            meta["grade"] = False
+    submit(root, "inflates-points", inflated)
+
+    kernel = fill_answers(rel, src, solved={"square", "total"})
+    kernel.metadata["kernelspec"] = {"name": "no-such-kernel", "display_name": "x", "language": "python"}
+    submit(root, "changes-kernel", kernel)
+
+    submit(root, "invalid-json", b'{"cells": [ this is not json')
+    submit(root, "not-utf8", b"\xff\xfe\x00junk\x81")
+    old = fill_answers(rel, src, solved=ALL_ANSWERS)
+    raw = json.loads(nbformat.writes(old))
+    raw["nbformat"], raw["nbformat_minor"] = 3, 0
+    submit(root, "nbformat3", json.dumps(raw).encode())
+    missing = submit(root, "missing-notebook", rel)
+    (missing / TOY_NOTEBOOK).rename(missing / "something-else.ipynb")
+
+    proc = run_cli("grade", TOY_LAB, "--course-dir", str(root), "--workers", "2")
+    (root / "first-run.txt").write_text(proc.stdout + proc.stderr)
+    return root
+
+
+def test_parity_with_nbgrader_autograde(toy_course, tmp_path):
+    """On the same honest submissions nbgrader autograde and we give the same per-cell scores."""
+    ours = cell_scores(toy_course)
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    for part in ("solutions", "labs", "nbgrader_config.py"):
+        src = toy_course / part
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, twin / part)
+    honest = ["solution", "blank", "partial", "raises"]
+    for student in honest:
+        shutil.copytree(toy_course / "submitted" / student, twin / "submitted" / student)
+    nbgrader = Path(sys.executable).parent / "nbgrader"
+    subprocess.run([str(nbgrader), "generate_assignment", TOY_LAB, "--force"], cwd=twin, check=True,
+                   capture_output=True)
+    proc = subprocess.run([str(nbgrader), "autograde", TOY_LAB, "--force"], cwd=twin, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    theirs = cell_scores(twin)
+    for student in honest:
+        assert ours[student] == theirs[student], student
+    # and the scores are what the answers deserve, not merely equal
+    assert ours["solution"] == {"test_square": 2, "test_mean": 3, "test_total": 1, "why_mean": None}
+    assert ours["blank"] == {"test_square": 0, "test_mean": 0, "test_total": 0, "why_mean": 0}
+    assert ours["partial"] == {"test_square": 2, "test_mean": 0, "test_total": 1, "why_mean": 0}
+    assert ours["raises"] == ours["partial"]
+
+
+@pytest.mark.parametrize("student", ["edits-test", "deletes-test", "inflates-points", "changes-kernel"])
+def test_tampering_is_scored_as_the_source_says(toy_course, student):
+    scores = cell_scores(toy_course)
+    assert scores[student] == scores["partial"]
+    with Gradebook(f"sqlite:///{toy_course / 'gradebook.db'}") as gb:
+        submission = gb.find_submission(TOY_LAB, student)
+        assert submission.max_score == 8  # points come from the source, not the submission
+
+
+@pytest.mark.parametrize("student,cause", [
+    ("invalid-json", "not valid notebook JSON"),
+    ("not-utf8", "not UTF-8"),
+    ("nbformat3", "nbformat 3"),
+    ("missing-notebook", "missing from the submission"),
+])
+def test_broken_submission_is_reported_and_scores_zero(toy_course, student, cause):
+    report = (toy_course / "first-run.txt").read_text()
+    line = next(line for line in report.splitlines() if line.startswith(student + " "))
+    assert "error" in line and cause in line
+    assert set(cell_scores(toy_course)[student].values()) == {0}
+    # the rest of the batch was graded
+    assert cell_scores(toy_course)["solution"]["test_mean"] == 3
+
+
+def test_report_table_and_progress(toy_course):
+    report = (toy_course / "first-run.txt").read_text()
+    assert "student" in report and "score" in report and "max" in report and "status" in report
+    solution = next(line for line in report.splitlines() if line.startswith("solution "))
+    assert solution.split()[1:4] == ["6", "8", "graded"]
+    assert "grading toy" in report and "submission" in report  # the tqdm bar went to stderr
+
+
+def test_unchanged_submissions_are_skipped_unless_forced(toy_course):
+    proc = run_cli("grade", TOY_LAB, "--course-dir", str(toy_course), "--student", "solution", "partial")
+    assert [line.split()[3] for line in proc.stdout.splitlines()[2:4]] == ["unchanged", "unchanged"]
+    mtime = (toy_course / "autograded" / "solution" / TOY_LAB / TOY_NOTEBOOK).stat().st_mtime_ns
+    proc = run_cli("grade", TOY_LAB, "--course-dir", str(toy_course), "--student", "solution", "--force")
+    assert "graded" in proc.stdout.splitlines()[2]
+    assert (toy_course / "autograded" / "solution" / TOY_LAB / TOY_NOTEBOOK).stat().st_mtime_ns > mtime
+
+
+def test_a_changed_submission_is_regraded(toy_course):
+    rel, src = release_nb(toy_course), toy_source_notebook()
+    submit(toy_course, "improver", fill_answers(rel, src, solved={"square"}))
+    run_cli("grade", TOY_LAB, "--course-dir", str(toy_course), "--student", "improver")
+    assert cell_scores(toy_course)["improver"]["test_mean"] == 0
+    submit(toy_course, "improver", fill_answers(rel, src, solved={"square", "mean"}))
+    proc = run_cli("grade", TOY_LAB, "--course-dir", str(toy_course), "--student", "improver")
+    assert "graded" in proc.stdout
+    assert cell_scores(toy_course)["improver"]["test_mean"] == 3
+    with Gradebook(f"sqlite:///{toy_course / 'gradebook.db'}") as gb:  # one row, not two
+        assert sum(s.student.id == "improver" for s in gb.assignment_submissions(TOY_LAB)) == 1
+
+
+def test_feedback_has_scores_but_no_hidden_tests_or_solutions(toy_course):
+    run_cli("feedback", TOY_LAB, "--course-dir", str(toy_course))
+    html = (toy_course / "feedback" / "partial" / TOY_LAB / "toy.html").read_text()
+    assert "square" in html and "Score" in html
+    for secret in ("BEGIN HIDDEN TESTS", "square(-4)", "mean([0.5, 1.5])", "every value enters the sum"):
+        assert secret not in html
+    broken = (toy_course / "feedback" / "invalid-json" / TOY_LAB / "toy.html").read_text()
+    assert "could not be graded" in broken
+
+
+def test_export_csv_has_one_row_per_student_and_lab(toy_course, tmp_path):
+    out = tmp_path / "grades.csv"
+    run_cli("export", "--course-dir", str(toy_course), "-o", str(out))
+    rows = list(csv.DictReader(out.open()))
+    assert {"student_id", "assignment", "score", "max_score"} <= set(rows[0])
+    by_student = {r["student_id"]: r for r in rows if r["assignment"] == TOY_LAB}
+    assert len(by_student) == len([r for r in rows if r["assignment"] == TOY_LAB])
+    assert float(by_student["solution"]["score"]) == 6.0  # the written answer waits for a person
+    assert float(by_student["solution"]["max_score"]) == 8.0
+    assert float(by_student["blank"]["score"]) == 0.0
+
+
+def test_unknown_lab_is_a_clear_error(toy_course):
+    proc = run_cli("grade", "no-such-lab", "--course-dir", str(toy_course), check=False)
+    assert proc.returncode == 2
+    assert "no lab 'no-such-lab'" in proc.stderr and TOY_LAB in proc.stderr
