@@ -71,7 +71,7 @@ def cmd_export(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(args.course_dir, build_book=not args.no_book, workers=args.workers)
+    return run_demo(args.course_dir, with_book=not args.no_book, workers=args.workers)
 
 
 def _positive_int(text: str) -> int:

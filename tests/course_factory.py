@@ -6,13 +6,14 @@ but runs in about a second.
 """
 from __future__ import annotations
 
-import copy
 import shutil
 import textwrap
 from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from autograder.demo import student_version
 
 TOY_LAB = "toy"
 TOY_NOTEBOOK = "toy.ipynb"
@@ -117,20 +118,6 @@ def submit(root: Path, student: str, nb: nbformat.NotebookNode | bytes, lab: str
     return dest
 
 
-def fill_answers(release_nb: nbformat.NotebookNode, source_nb: nbformat.NotebookNode,
-                 answers: dict[str, str] | None = None, solved: set[str] | None = None):
-    """A student's notebook: the release with some answers filled in.
-
-    ``solved`` grade ids get the instructor's solution (markers stripped);
-    ``answers`` maps grade ids to any source text.
-    """
-    nb = copy.deepcopy(release_nb)
-    solutions = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source for c in source_nb.cells}
-    for cell in nb.cells:
-        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if solved and gid in solved:
-            cell.source = "\n".join(line for line in solutions[gid].split("\n")
-                                    if "BEGIN SOLUTION" not in line and "END SOLUTION" not in line)
-        if answers and gid in answers:
-            cell.source = answers[gid]
-    return nb
+def fill_answers(release_nb, source_nb, answers: dict[str, str] | None = None, solved: set[str] | None = None):
+    """A student's notebook: the release with ``solved`` answers from the source and ``answers`` as given."""
+    return student_version(release_nb, source_nb, solved=solved, answers=answers)

@@ -1,0 +1,57 @@
+"""Time limits: a slow cell is interrupted and the rest still score; past the notebook limit the kernel dies."""
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from conftest import run_cli
+from course_factory import TOY_LAB, TOY_NOTEBOOK, fill_answers, make_course, submit, toy_source_notebook
+from test_grading import ALL_ANSWERS, cell_scores
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    root = make_course(tmp_path_factory.mktemp("limits"))
+    run_cli("release", TOY_LAB, "--course-dir", str(root))
+    rel = nbformat.read(root / "labs" / TOY_LAB / TOY_NOTEBOOK, as_version=4)
+    src = toy_source_notebook()
+    loop = "def square(x):\n    while True:\n        pass"
+    # the slow answer only *defines* square; the test cell calling it hangs
+    submit(root, "loops", fill_answers(rel, src, solved=ALL_ANSWERS - {"square"}, answers={"square": loop}))
+    sleeper = "import time\ntime.sleep(3600)\ndef square(x):\n    return x * x"
+    submit(root, "sleeps", fill_answers(rel, src, solved=ALL_ANSWERS - {"square"}, answers={"square": sleeper}))
+    ignores = ("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+               "while True:\n    pass")
+    submit(root, "ignores-interrupt", fill_answers(rel, src, solved=ALL_ANSWERS - {"mean"}, answers={"mean": ignores}))
+    submit(root, "honest", fill_answers(rel, src, solved=ALL_ANSWERS))
+    proc = run_cli("grade", TOY_LAB, "--course-dir", str(root), "--cell-timeout", "3", "--timeout", "20",
+                   "--workers", "2", timeout=300)
+    return root, proc.stdout
+
+
+def test_slow_cell_is_interrupted_and_later_cells_still_score(limited):
+    root, report = limited
+    scores = cell_scores(root)
+    # the test calling the looping square() times out; mean and total still earn their points
+    # (total uses square too, so it fails as well: honest consequences, not a dead notebook)
+    assert scores["loops"]["test_square"] == 0
+    assert scores["loops"]["test_mean"] == 3
+    assert scores["sleeps"] == {"test_square": 0, "test_mean": 3, "test_total": 0, "why_mean": None}
+    line = next(l for l in report.splitlines() if l.startswith("loops "))
+    assert "cell time limit hit in toy.ipynb cell test_square" in line
+
+
+def test_notebook_limit_kills_a_kernel_that_ignores_interrupts(limited):
+    root, report = limited
+    scores = cell_scores(root)
+    # square was answered before the runaway cell: its points stand; cells after the kill score 0
+    assert scores["ignores-interrupt"]["test_square"] == 2
+    assert scores["ignores-interrupt"]["test_mean"] == 0
+    assert scores["ignores-interrupt"]["test_total"] == 0
+    line = next(l for l in report.splitlines() if l.startswith("ignores-interrupt "))
+    assert "notebook time limit" in line
+
+
+def test_honest_submission_unaffected_by_neighbours(limited):
+    root, _ = limited
+    assert cell_scores(root)["honest"] == {"test_square": 2, "test_mean": 3, "test_total": 1, "why_mean": None}
