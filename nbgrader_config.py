@@ -4,19 +4,13 @@ nbgrader's ``source`` directory is ``solutions/`` (instructor notebooks with
 solutions and hidden tests) and its ``release`` directory is ``labs/`` (what
 students get). Instructor state -- ``submitted/``, ``autograded/``,
 ``feedback/`` and ``gradebook.db`` -- lives next to them and is git-ignored;
-``autograder --course-dir D`` puts it in any other directory instead.
+``autograder --course-dir D`` keeps it in any other directory instead.
+
+The layout itself is defined once, in :mod:`autograder.course`, so nbgrader's
+own apps (formgrader, the exchange) and the ``autograder`` command agree.
 """
 import os
 
-c = get_config()  # noqa: F821 -- provided by traitlets when nbgrader loads this file
+from autograder.course import configure_nbgrader
 
-c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
-c.CourseDirectory.course_id = "responsible-ai-at-scale"
-c.CourseDirectory.source_directory = "solutions"
-c.CourseDirectory.release_directory = "labs"
-# lab.toml (grading profile, limits) and hidden/ (grading-only data) stay with
-# the instructor: never copied into a release.
-c.CourseDirectory.ignore = [
-    ".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback",
-    "lab.toml", "hidden",
-]
+configure_nbgrader(get_config(), os.path.dirname(os.path.abspath(__file__)))  # noqa: F821
