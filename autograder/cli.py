@@ -146,7 +146,15 @@ def _ensure_venv_on_path() -> None:
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
 
 
+def _skip_slow_optional_imports() -> None:
+    # jsonschema (imported by nbformat) loads rfc3987_syntax when it is installed,
+    # which compiles a grammar for 1.6 s to check an "iri" string format that
+    # notebooks never use; a None entry makes its optional import fail fast.
+    sys.modules.setdefault("rfc3987_syntax", None)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _skip_slow_optional_imports()
     args = build_parser().parse_args(argv)
     if getattr(args, "student", None) and isinstance(args.student[0], list):
         args.student = [s for group in args.student for s in group]

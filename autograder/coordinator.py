@@ -29,7 +29,7 @@ from . import __version__
 from .assemble import grading_template
 from .course import Course, Lab
 from .record import GradebookWriter, read_timestamp
-from .worker import GradingJob, GradingResult, atomic_write, grade_submission
+from .worker import GradingJob, GradingResult, atomic_write, grade_submission, preload, worker_init
 
 
 @dataclass
@@ -191,12 +191,17 @@ class Coordinator:
         bar = _progress(len(jobs), self.lab.name, self.options.progress)
         try:
             if workers == 1:
+                worker_init(in_pool=False)
                 for job in jobs:
                     yield job, _safe_grade(job)
                     bar.update(1)
                 return
-            # spawn: workers must not inherit the coordinator's database connection
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            # fork: workers start with everything already imported.  They fork from a
+            # coordinator whose gradebook connection they never touch (a forked
+            # worker leaves through os._exit, so no finalizer closes it either).
+            preload()
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"),
+                                     initializer=worker_init) as pool:
                 futures = {pool.submit(grade_submission, job): job for job in jobs}
                 for future in as_completed(futures):
                     job = futures[future]

@@ -45,6 +45,8 @@ class GradingNotebookClient(PapermillNotebookClient):
         kw.setdefault("interrupt_on_timeout", True)
         # a kernel that ignores the interrupt must not stall the whole run
         kw.setdefault("raise_on_iopub_timeout", False)
+        # each kernel runs one submission: no graceful shutdown to wait for
+        kw.setdefault("shutdown_kernel", "immediate")
         super().__init__(nb_man, **kw)
         self.notebook_timeout = notebook_timeout
         self._deadline_hit = threading.Event()
@@ -118,13 +120,16 @@ class GradingNotebookClient(PapermillNotebookClient):
             _add_error(cell, "NotRun", f"this cell did not run: {why}")
 
     def execute(self, **kwargs):
-        # kernel_info after a dead kernel would hang: papermill's execute asks for it
-        try:
-            return super().execute(**kwargs)
-        except (DeadKernelError, RuntimeError, TimeoutError) as exc:
-            if self._deadline_hit.is_set():
-                return self.nb
-            raise exc
+        """Papermill's ``execute``, minus the kernel_info request a dead kernel never answers."""
+        self.reset_execution_trackers()
+        with self.setup_kernel(**kwargs):
+            self.papermill_execute_cells()
+            if not self._deadline_hit.is_set():
+                info = self.wait_for_reply(self.kc.kernel_info())
+                if info:
+                    self.nb.metadata["language_info"] = info["content"]["language_info"]
+            self.set_widgets_metadata()
+        return self.nb
 
 
 def _gid(cell) -> str | None:
@@ -180,9 +185,12 @@ def execute_assembled(
     notebook_timeout: float | None,
     kernel_manager_class: str | None = None,
     start_timeout: float = 60,
+    km=None,
 ) -> NotebookNode:
     """Execute ``nb`` in ``workdir`` and return the executed notebook.
 
+    ``km``, when given, is a kernel manager whose kernel was started ahead of
+    time in ``workdir``; it is used for this notebook and then shut down.
     Errors in cells are part of the result (they score 0), never exceptions.
     """
     import papermill
@@ -192,6 +200,8 @@ def execute_assembled(
     engine_kwargs: dict[str, Any] = {}
     if kernel_manager_class:
         engine_kwargs["kernel_manager_class"] = kernel_manager_class
+    if km is not None:
+        engine_kwargs["km"] = km
     try:
         executed = papermill.execute_notebook(
             nb,
@@ -209,5 +219,10 @@ def execute_assembled(
     except PapermillExecutionError:
         # papermill wrote the notebook (with its error banner) before raising
         executed = nbformat.read(str(output_path), as_version=4)
+    finally:
+        if km is not None:  # nbclient leaves a kernel it did not start running
+            from .worker import stop_kernel
+
+            stop_kernel(km)
     executed = remove_error_markers(executed)
     return executed

@@ -8,9 +8,13 @@ the coordinator, which records it.
 """
 from __future__ import annotations
 
+import atexit
+import multiprocessing.util
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import traceback
@@ -122,11 +126,126 @@ def _copy_plain_files(src: Path, dest: Path, skip: set[str], budget: int) -> int
     return used
 
 
+def start_kernel(kernel_name: str, cwd: Path):
+    """Start a kernel for one submission in ``cwd``; its chatter goes nowhere near the report."""
+    # nbclient drives kernels asynchronously: it needs the async manager
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.utils import run_sync
+
+    km = AsyncKernelManager(kernel_name=kernel_name)
+    run_sync(km.start_kernel)(cwd=str(cwd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return km
+
+
+def stop_kernel(km) -> None:
+    from jupyter_core.utils import run_sync
+
+    try:
+        run_sync(km.shutdown_kernel)(now=True)
+    except Exception:  # already gone
+        pass
+
+
+def kernel_alive(km) -> bool:
+    from jupyter_core.utils import run_sync
+
+    try:
+        return bool(run_sync(km.is_alive)())
+    except Exception:
+        return False
+
+
+class WarmKernel:
+    """One kernel started ahead of time in an empty scratch directory.
+
+    Starting a kernel costs most of a submission's overhead; a worker starts the
+    next one while it finishes the current submission, so the next job finds it
+    ready.  Each kernel still runs exactly one submission.
+    """
+
+    def __init__(self) -> None:
+        self.kernel_name: str | None = None
+        self.km = None
+        self.scratch: Path | None = None
+        # pool workers leave through multiprocessing's exit path, not atexit
+        atexit.register(self.discard)
+        multiprocessing.util.Finalize(self, self.discard, exitpriority=10)
+
+    def start(self, kernel_name: str, prefix: str) -> None:
+        self.discard()
+        self.scratch = Path(tempfile.mkdtemp(prefix=prefix))
+        try:
+            self.km = start_kernel(kernel_name, self.scratch)
+            self.kernel_name = kernel_name
+        except Exception:  # no warm kernel this time; take() will say why
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
+
+    def take(self, kernel_name: str, prefix: str):
+        """A started kernel and its scratch directory: the warm one if ready, else a new one."""
+        if self.km is not None and self.kernel_name == kernel_name and kernel_alive(self.km):
+            km, scratch = self.km, self.scratch
+            self.km = self.scratch = self.kernel_name = None
+            return km, scratch
+        self.discard()
+        scratch = Path(tempfile.mkdtemp(prefix=prefix))
+        return start_kernel(kernel_name, scratch), scratch
+
+    def discard(self) -> None:
+        if self.km is not None:
+            stop_kernel(self.km)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+        self.km = self.scratch = self.kernel_name = None
+
+
+_warm: WarmKernel | None = None
+
+
+def preload() -> None:
+    """Import what grading needs (a forked worker then starts with it loaded)."""
+    import nbclient  # noqa: F401
+    import papermill  # noqa: F401
+    from nbgrader import preprocessors  # noqa: F401
+
+    from . import execute  # noqa: F401
+
+
+def die_with_parent() -> None:
+    """Linux: have the kernel kill this worker when the coordinator dies (even by kill -9).
+
+    The worker's own kernels watch their parent (ipykernel's parent poller) and follow.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        return
+    if os.getppid() == 1:  # the coordinator died before we got here
+        os._exit(1)
+
+
+def worker_init(prestart: bool = True, in_pool: bool = True) -> None:
+    """Process-pool initializer: imports done, a warm kernel slot of its own."""
+    global _warm
+    if in_pool:
+        die_with_parent()
+    preload()
+    if prestart:
+        _warm = WarmKernel()
+
+
 def grade_submission(job: GradingJob) -> GradingResult:
     """Grade one submission end to end; never raises for a bad submission."""
     started = time.monotonic()
     result = GradingResult(student=job.student, lab=job.lab, digest=job.digest, status="graded")
-    scratch = Path(tempfile.mkdtemp(prefix=f"autograder-{job.lab}-"))
+    prefix = f"autograder-{job.lab}-"
+    km, scratch = None, Path(tempfile.mkdtemp(prefix=prefix))
     executed: dict[str, nbformat.NotebookNode] = {}
     cells_seconds = 0.0
     try:
@@ -154,7 +273,9 @@ def grade_submission(job: GradingJob) -> GradingResult:
             result.no_response += [f"{name.removesuffix('.ipynb')}/{gid}" for gid in unanswered(assembly.notebook)]
             result.notes += [f"{name}: {note}" for note in assembly.notes]
             nb = inject_profile(assembly.notebook, job.profile, kernel_name=job.kernel_name)
-            out = _run(nb, scratch, name, job)
+            km, scratch = _kernel_for(job, scratch, prefix)
+            out = _run(nb, scratch, name, job, km)
+            km = None  # one kernel runs one notebook
             record = out.metadata.get("autograder", {}).get("execution", {})
             cells_seconds += float(record.get("cells_seconds", 0.0))
             for event in record.get("events", []):
@@ -179,10 +300,30 @@ def grade_submission(job: GradingJob) -> GradingResult:
         result.message = f"grading failed: {type(exc).__name__}: {exc}".splitlines()[0]
         result.notes.append(traceback.format_exc(limit=5))
     finally:
+        if km is not None:  # a kernel that never got its notebook (grading failed before)
+            stop_kernel(km)
         shutil.rmtree(scratch, ignore_errors=True)
     result.seconds = {"total": round(time.monotonic() - started, 3), "cells": round(cells_seconds, 3)}
     atomic_write(Path(job.result_path), result.to_json())
     return result
+
+
+def _kernel_for(job: GradingJob, scratch: Path, prefix: str):
+    """A started kernel and the scratch directory it runs in, holding this submission's files.
+
+    In a pool worker the kernel was started ahead of time (a warm kernel); the
+    files already copied move into its directory.  The next warm kernel starts
+    up while this notebook runs.
+    """
+    warm = _warm or WarmKernel()
+    km, kernel_dir = warm.take(job.kernel_name, prefix)
+    if kernel_dir != scratch:
+        for item in scratch.iterdir():
+            os.replace(item, kernel_dir / item.name)
+        shutil.rmtree(scratch, ignore_errors=True)
+    if _warm is not None:
+        _warm.start(job.kernel_name, prefix)
+    return km, kernel_dir
 
 
 def _unreadable(template, why: str):
@@ -192,7 +333,7 @@ def _unreadable(template, why: str):
     return nb
 
 
-def _run(nb, scratch: Path, name: str, job: GradingJob):
+def _run(nb, scratch: Path, name: str, job: GradingJob, km=None):
     from .execute import execute_assembled
 
     output_path = scratch / f".executed-{name}"
@@ -201,6 +342,7 @@ def _run(nb, scratch: Path, name: str, job: GradingJob):
         kernel_name=job.kernel_name,
         cell_timeout=job.cell_timeout,
         notebook_timeout=job.timeout,
+        km=km,
     )
 
 
