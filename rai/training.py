@@ -1,0 +1,314 @@
+"""The training loop of the labs, written once with Hugging Face ``accelerate``.
+
+Students call :func:`train_classifier`; they are not asked to write it.  It
+is here so that the *same* code runs
+
+* on a laptop CPU in one process (``num_processes=1``: no fork, no
+  ``torch.distributed``),
+* on CPU cores in several processes (``num_processes=2`` in the grading
+  profile: real data-parallel training over gloo),
+* on one GPU or on the several GPUs of a cluster node (``accelerate`` picks
+  the device; nothing here says ``cpu`` or ``cuda``), with mixed precision if
+  asked.
+
+Several processes are started with :func:`accelerate.notebook_launcher`,
+which forks the current Python process, so it also works inside Jupyter and
+inside papermill runs.  A forked worker cannot return a value to the caller,
+so the main worker saves the trained weights and the loss history to a file,
+which the caller loads back.
+
+Example
+-------
+>>> from rai.data import load_adult
+>>> data = load_adult(n_samples=1000)
+>>> clf = train_classifier(data.X_train, data.y_train, epochs=2, progress=False)
+>>> clf.predict_proba(data.X_test).shape == (len(data.X_test), 2)
+True
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["TrainedClassifier", "build_model", "train_classifier"]
+
+RESULT_FILE = "classifier.pt"
+
+
+def build_model(n_features: int, hidden_units: int | Sequence[int] = 64):
+    """A small multilayer perceptron with one output logit (positive class).
+
+    ``hidden_units=0`` (or ``()``) gives logistic regression; an int gives one
+    hidden layer of that width; a sequence gives one hidden layer per entry.
+    """
+    import torch.nn as nn
+
+    widths = [] if not hidden_units else ([hidden_units] if isinstance(hidden_units, int) else list(hidden_units))
+    layers: list[nn.Module] = []
+    previous = n_features
+    for width in widths:
+        layers += [nn.Linear(previous, int(width)), nn.ReLU()]
+        previous = int(width)
+    layers.append(nn.Linear(previous, 1))
+    return nn.Sequential(*layers)
+
+
+@dataclass
+class TrainedClassifier:
+    """A trained binary classifier, on the CPU, ready for predictions.
+
+    It follows the scikit-learn conventions where they matter for the labs
+    (``classes_``, ``predict_proba`` with one column per class, fitted), so it
+    can be handed to fairlearn or scikit-learn tools that expect a fitted
+    classifier.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The network, in evaluation mode, on the CPU.
+    history : list of float
+        Mean training loss (binary cross-entropy) of each epoch, over all
+        processes.
+    config : dict
+        The settings it was trained with.
+    train_seconds : float
+        Wall-clock time of the training (including starting the processes).
+    """
+
+    model: Any
+    history: list[float]
+    config: dict[str, Any] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    classes_: np.ndarray = field(default_factory=lambda: np.array([0, 1]))
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    def predict_proba(self, X: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+        """Class probabilities, shape ``(n, 2)``, float64: column 1 is P(y = 1 | x)."""
+        import torch
+
+        X = np.asarray(X, dtype=np.float32)
+        self.model.eval()
+        outputs = []
+        with torch.no_grad():
+            for start in range(0, len(X), batch_size):
+                logits = self.model(torch.from_numpy(X[start:start + batch_size])).squeeze(-1)
+                outputs.append(torch.sigmoid(logits.double()).numpy())
+        p = np.concatenate(outputs) if outputs else np.zeros(0)
+        return np.stack([1.0 - p, p], axis=1)
+
+    def predict(self, X: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+        """Hard predictions (int64 array of 0/1): 1 where P(y = 1 | x) >= ``threshold``."""
+        return (self.predict_proba(X)[:, 1] >= threshold).astype(np.int64)
+
+
+def _free_port() -> int:
+    # A fixed port (accelerate's default is 29500) would make two trainings on
+    # the same machine -- two students graded side by side -- collide.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train_worker(X: np.ndarray, y: np.ndarray, config: dict[str, Any], result_path: str) -> None:
+    """The body run by every process: build, prepare, train, save (main process).
+
+    Everything device-related happens in here, after the fork: a CUDA context
+    created in the parent would make forked children unusable.
+    """
+    import torch
+    import torch.nn.functional as F
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from torch.utils.data import DataLoader, TensorDataset
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    mixed_precision = config["mixed_precision"]
+    if mixed_precision == "fp16" and not has_accelerator:
+        # fp16 autocast needs a GPU; bf16 and full precision work on the CPU.
+        if int(os.environ.get("RANK", "0")) == 0:
+            print("mixed_precision='fp16' needs a GPU; training in full precision on the CPU.")
+        mixed_precision = "no"
+    # Several processes and no GPU: accelerate only sets up gloo data-parallel
+    # training on the CPU when told `cpu=True`; otherwise each process would
+    # train alone.  With a GPU, accelerate picks it (one per process).
+    multi_cpu = world_size > 1 and not has_accelerator
+    if multi_cpu:
+        # Several processes share the CPU cores: a full-size thread pool in
+        # each would oversubscribe them and run slower than one process.
+        # (Setting OMP_NUM_THREADS here, in the forked worker, also keeps
+        # accelerate from warning that it is unset.)
+        threads = max(1, (os.cpu_count() or 1) // world_size)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        torch.set_num_threads(threads)
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=multi_cpu)
+
+    # Same seed in every process: identical initial weights and an identical
+    # shuffle order, of which each process then takes its own shard.
+    set_seed(config["seed"])
+    model = build_model(X.shape[1], config["hidden_units"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    dataset = TensorDataset(torch.from_numpy(np.asarray(X, dtype=np.float32)),
+                            torch.from_numpy(np.asarray(y, dtype=np.float32)))
+    loader = DataLoader(dataset, batch_size=config["batch_size"], shuffle=True,
+                        generator=torch.Generator().manual_seed(config["seed"]))
+    # prepare() moves the model to the device, wraps it for data-parallel
+    # training when there are several processes, and shards the batches.
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+
+    if accelerator.num_processes > 1:
+        from tqdm.std import tqdm  # plain text: a forked worker cannot drive a notebook widget
+    else:
+        from tqdm.auto import tqdm
+    bar = tqdm(total=config["epochs"] * len(loader), desc="training", unit="step", file=sys.stdout,
+               disable=not (config["progress"] and accelerator.is_local_main_process))
+
+    history: list[float] = []
+    for epoch in range(config["epochs"]):
+        model.train()
+        epoch_losses = []
+        for xb, yb in loader:
+            optimizer.zero_grad()
+            logits = model(xb).squeeze(-1)
+            losses = F.binary_cross_entropy_with_logits(logits.float(), yb, reduction="none")
+            accelerator.backward(losses.mean())
+            optimizer.step()
+            # per-example losses of all processes, without the examples that
+            # accelerate repeats to even out the last batch
+            epoch_losses.append(accelerator.gather_for_metrics(losses.detach()))
+            bar.update(1)
+        history.append(float(torch.cat(epoch_losses).mean().item()))
+        bar.set_postfix(epoch=epoch + 1, loss=f"{history[-1]:.4f}")
+    bar.close()
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = {k: v.detach().to("cpu", torch.float32) for k, v in accelerator.get_state_dict(model).items()}
+        torch.save({"state_dict": state, "history": history}, result_path)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
+def train_classifier(
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    *,
+    hidden_units: int | Sequence[int] = 64,
+    epochs: int = 10,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    num_processes: int = 1,
+    mixed_precision: str = "no",
+    seed: int = 0,
+    output_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> TrainedClassifier:
+    """Train a binary classifier (MLP, or logistic regression) with ``accelerate``.
+
+    Parameters
+    ----------
+    X_train : array, shape (n, d)
+        Features (float32 is used).
+    y_train : array, shape (n,)
+        Labels, 0 or 1.
+    hidden_units : int or sequence of int
+        Width of the hidden layer(s); 0 means logistic regression.
+    epochs, batch_size, lr, weight_decay :
+        The usual; ``batch_size`` is per process, AdamW is the optimizer.
+    num_processes : int
+        1: train in this process.  More: data-parallel training in that many
+        processes started with :func:`accelerate.notebook_launcher` (CPU cores
+        over gloo, or one GPU each).
+    mixed_precision : {"no", "fp16", "bf16"}
+        Passed to ``Accelerator``.  ``"fp16"`` needs a GPU; without one it
+        falls back to ``"no"`` with a message.
+    seed : int
+        Training is deterministic for a given seed, ``num_processes`` and
+        hardware.
+    output_dir : path or None
+        Where to keep ``classifier.pt`` (weights and history); by default a
+        temporary directory that is removed afterwards.
+    progress : bool
+        Show a progress bar (main process only).
+
+    Returns
+    -------
+    TrainedClassifier
+    """
+    import torch
+
+    X_train = np.ascontiguousarray(X_train, dtype=np.float32)
+    y_train = np.asarray(y_train)
+    if X_train.ndim != 2 or len(X_train) != len(y_train):
+        raise ValueError(f"X_train must be (n, d) and y_train (n,), got {X_train.shape} and {y_train.shape}")
+    if not set(np.unique(y_train).tolist()) <= {0, 1}:
+        raise ValueError("y_train must hold only 0 and 1")
+    num_processes = int(num_processes)
+    if num_processes < 1:
+        raise ValueError("num_processes must be at least 1")
+
+    config = dict(hidden_units=hidden_units, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
+                  weight_decay=float(weight_decay), num_processes=num_processes,
+                  mixed_precision=mixed_precision, seed=int(seed), progress=bool(progress))
+
+    keep = output_dir is not None
+    directory = Path(output_dir) if keep else Path(tempfile.mkdtemp(prefix="rai-train-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    result_path = directory / RESULT_FILE
+    if result_path.exists():
+        result_path.unlink()  # never load a stale result from an earlier run
+
+    started = time.perf_counter()
+    try:
+        if num_processes == 1:
+            _run_in_process(X_train, y_train, config, str(result_path))
+        else:
+            from accelerate import notebook_launcher
+
+            # gloo needs a network interface to talk over; on a laptop or in a
+            # sandbox the host name may not resolve, the loopback always does.
+            os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+            notebook_launcher(_train_worker, args=(X_train, y_train, config, str(result_path)),
+                              num_processes=num_processes, mixed_precision=mixed_precision,
+                              use_port=str(_free_port()))
+        if not result_path.exists():
+            raise RuntimeError(f"training finished but wrote no result to {result_path}")
+        saved = torch.load(result_path, map_location="cpu", weights_only=True)
+    finally:
+        if not keep:
+            shutil.rmtree(directory, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+
+    model = build_model(X_train.shape[1], hidden_units)
+    model.load_state_dict(saved["state_dict"])
+    model.eval()
+    return TrainedClassifier(model=model, history=[float(v) for v in saved["history"]],
+                             config=config, train_seconds=elapsed)
+
+
+def _run_in_process(X: np.ndarray, y: np.ndarray, config: dict[str, Any], result_path: str) -> None:
+    """One process, no fork: run the worker here, then forget accelerate's global state.
+
+    ``Accelerator`` keeps process-wide state; left behind, it would stop a
+    second training with other settings, or a later multi-process launch,
+    in the same notebook.
+    """
+    from accelerate.state import AcceleratorState, GradientState
+
+    try:
+        _train_worker(X, y, config, result_path)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
