@@ -171,6 +171,11 @@ def _train_worker(X: np.ndarray, y: np.ndarray, config: dict[str, Any], result_p
         from tqdm.std import tqdm  # plain text: a forked worker cannot drive a notebook widget
     else:
         from tqdm.auto import tqdm
+    if accelerator.is_main_process and config["progress"]:
+        # (accelerate's launcher may already have said "CUDAs": that is its
+        # guess before any device is touched; this is what was picked.)
+        print(f"training on {accelerator.device.type} in {accelerator.num_processes} process(es), "
+              f"mixed precision: {accelerator.mixed_precision}", flush=True)
     bar = tqdm(total=config["epochs"] * len(loader), desc="training", unit="step", file=sys.stdout,
                disable=not (config["progress"] and accelerator.is_local_main_process))
 
