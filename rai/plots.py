@@ -90,6 +90,7 @@ def plot_tradeoff(
         ax.annotate(name, (gap, accuracy), textcoords="offset points", xytext=(6, 6), fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    ax.margins(x=0.3, y=0.2)  # room for the labels next to the points
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.set_title(title)
