@@ -1,0 +1,116 @@
+"""Every lab follows one contract, and under its grading profile the solution earns
+every autograded point while the blank release earns none."""
+from __future__ import annotations
+
+import shutil
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbgrader import utils as nbutils
+from nbgrader.api import Gradebook
+
+from autograder.course import Course
+from autograder.demo import answer_ids, student_version
+from autograder.parameterize import has_parameters_cell
+from conftest import REPO, run_cli
+
+LABS = Course(REPO).lab_names()
+
+# Which points a notebook answering only the first half of the answer cells must earn:
+# the tests of those answers pass, the tests of the others fail (a specification per lab).
+EXPECTED_PARTIAL = {
+    "day2-fairness": {"test-group-metrics": 3, "test-gaps": 3, "test-mitigation": 0, "test-results": 0,
+                      "written-answer": 0},
+}
+
+
+def source_notebooks(lab: str) -> dict[str, nbformat.NotebookNode]:
+    course_lab = Course(REPO).lab(lab)
+    return {name: nbformat.read(course_lab.source_dir / name, as_version=4) for name in course_lab.notebooks}
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_first_code_cell_holds_every_parameter(lab):
+    config = tomllib.loads((REPO / "solutions" / lab / "lab.toml").read_text())
+    profile = config["profiles"]["grading"]
+    for name, nb in source_notebooks(lab).items():
+        first = next(c for c in nb.cells if c.cell_type == "code")
+        assert "parameters" in first.metadata.get("tags", []), f"{name}: first code cell is not tagged parameters"
+        assert first.metadata.get("nbgrader", {}).get("locked"), f"{name}: the parameters cell must be read-only"
+        assert has_parameters_cell(nb)
+        assigned = {line.split("=", 1)[0].strip() for line in first.source.splitlines()
+                    if "=" in line and not line.lstrip().startswith("#")}
+        assert set(profile) <= assigned, f"grading profile sets unknown parameters: {set(profile) - assigned}"
+        for knob in ("seed", "num_processes"):
+            assert knob in assigned, f"{name}: no {knob} parameter"
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_tests_are_visible_and_hidden_and_one_answer_is_written(lab):
+    manual = 0
+    for name, nb in source_notebooks(lab).items():
+        for cell in nb.cells:
+            if not nbutils.is_grade(cell):
+                continue
+            if nbutils.is_solution(cell):
+                manual += cell.cell_type == "markdown"
+                continue
+            visible, _, hidden = cell.source.partition("### BEGIN HIDDEN TESTS")
+            gid = cell.metadata.nbgrader["grade_id"]
+            assert "assert" in visible, f"{name}/{gid}: no visible test"
+            assert hidden.strip(), f"{name}/{gid}: no hidden test"
+            assert "rai.checks" in cell.source or "from rai" in cell.source, \
+                f"{name}/{gid}: tests must use the type-strict helpers of rai.checks"
+    assert manual >= 1, "at least one manually graded written answer"
+
+
+@pytest.fixture(scope="module", params=LABS)
+def graded_lab(request, tmp_path_factory):
+    """Solution, blank release and a half-answered notebook, graded under the grading profile."""
+    lab = request.param
+    root = tmp_path_factory.mktemp(lab)
+    shutil.copytree(REPO / "solutions" / lab, root / "solutions" / lab)
+    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
+    run_cli("release", lab, "--course-dir", str(root))
+    sources = source_notebooks(lab)
+    for student, pick in (("solution", lambda ids: set(ids)), ("blank", lambda ids: set()),
+                          ("partial", lambda ids: set(ids[: len(ids) // 2]))):
+        dest = root / "submitted" / student / lab
+        dest.mkdir(parents=True)
+        for name, src in sources.items():
+            rel = nbformat.read(root / "labs" / lab / name, as_version=4)
+            nbformat.write(student_version(rel, src, pick(answer_ids(src))), dest / name)
+    proc = run_cli("grade", lab, "--course-dir", str(root), "--workers", "2", timeout=900)
+    scores: dict[str, dict[str, float | None]] = {}
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        for submission in gb.assignment_submissions(lab):
+            scores[submission.student.id] = {g.name: g.auto_score for nb in submission.notebooks for g in nb.grades}
+        max_points = {g.name: g.max_score for nb in gb.find_assignment(lab).notebooks for g in nb.grade_cells}
+        manual = {g.name for nb in gb.find_assignment(lab).notebooks for g in nb.grade_cells
+                  if g.cell_type == "markdown"}
+    return lab, scores, max_points, manual, proc.stdout
+
+
+def test_solution_earns_every_autograded_point(graded_lab):
+    lab, scores, max_points, manual, report = graded_lab
+    for gid, points in max_points.items():
+        if gid in manual:
+            assert scores["solution"][gid] is None, f"{gid} should wait for a person"
+        else:
+            assert scores["solution"][gid] == points, f"{lab}: solution lost points on {gid}\n{report}"
+
+
+def test_blank_release_earns_nothing(graded_lab):
+    lab, scores, max_points, manual, report = graded_lab
+    assert all(score == 0 for score in scores["blank"].values()), f"{lab}: blank earned {scores['blank']}"
+
+
+def test_partial_answer_earns_part(graded_lab):
+    lab, scores, max_points, manual, report = graded_lab
+    earned = sum(s or 0 for s in scores["partial"].values())
+    total = sum(p for g, p in max_points.items() if g not in manual)
+    assert 0 < earned < total, f"{lab}: partial earned {earned} of {total}"
+    if lab in EXPECTED_PARTIAL:
+        assert scores["partial"] == EXPECTED_PARTIAL[lab], report
