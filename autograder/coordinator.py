@@ -51,6 +51,14 @@ class Row:
     status: str   # graded | error | unchanged
     message: str = ""
     seconds: dict = field(default_factory=dict)
+    manual_pending: float = 0.0
+
+    @property
+    def status_line(self) -> str:
+        text = self.status if not self.message else f"{self.status}: {self.message}"
+        if self.manual_pending:
+            text += f" (+{self.manual_pending:g} to grade by hand)"
+        return text
 
 
 def _tree_digest(root: Path) -> hashlib._Hash:
@@ -155,7 +163,7 @@ class Coordinator:
                 if (not self.options.force and recorded is not None and recorded.digest == job.digest
                         and writer.has_submission(self.lab.name, student)):
                     rows[student] = Row(student, recorded.score, recorded.max_score, "unchanged",
-                                        recorded.message)
+                                        recorded.message, manual_pending=recorded.manual_pending)
                     continue
                 finished = self._load(Path(job.result_path))
                 if (not self.options.force and finished is not None and finished.digest == job.digest
@@ -182,7 +190,8 @@ class Coordinator:
         writer.record(result, timestamp=read_timestamp(Path(job.submission_dir)))
         if not result.retry:  # a grader failure is graded again on the next run
             atomic_write(self._recorded_path(job.student), result.to_json())
-        return Row(result.student, result.score, result.max_score, result.status, result.message, result.seconds)
+        return Row(result.student, result.score, result.max_score, result.status, result.message, result.seconds,
+                   result.manual_pending)
 
     def _execute(self, jobs: list[GradingJob]) -> Iterable[tuple[GradingJob, GradingResult]]:
         if not jobs:
@@ -241,9 +250,5 @@ def grade_lab(course: Course, lab_name: str, options: GradeOptions | None = None
 def format_table(rows: list[Row]) -> str:
     from tabulate import tabulate
 
-    table = [
-        [r.student, f"{r.score:g}", f"{r.max_score:g}",
-         r.status if not r.message else f"{r.status}: {r.message}"]
-        for r in rows
-    ]
+    table = [[r.student, f"{r.score:g}", f"{r.max_score:g}", r.status_line] for r in rows]
     return tabulate(table, headers=["student", "score", "max", "status"], tablefmt="simple")

@@ -102,7 +102,7 @@ def run_demo(course_dir: Path | None = None, with_book: bool = True, workers: in
     print("\n== summary")
     for lab, rows, feedback in summary:
         for row in rows:
-            print(f"{lab:24s} {row.student:16s} {row.score:6g} / {row.max_score:<6g} {row.status}")
+            print(f"{lab:24s} {row.student:16s} {row.score:6g} / {row.max_score:<6g} {row.status_line}")
         print(f"feedback: {course.feedback}/*/{lab}/")
     print(f"grades:   {grades}")
     print(f"gradebook: {course.root / 'gradebook.db'}")

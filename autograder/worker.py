@@ -80,6 +80,11 @@ class GradingResult:
     def max_score(self) -> float:
         return sum(s["max_score"] for s in self.scores)
 
+    @property
+    def manual_pending(self) -> float:
+        """Points that wait for a person (written answers)."""
+        return sum(s["max_score"] for s in self.scores if s["auto_score"] is None)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, indent=1)
 
