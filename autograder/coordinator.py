@@ -153,6 +153,12 @@ class Coordinator:
         else:
             rows_unknown = []
         self.prepare_templates()
+        if self.limits.memory_limit:
+            from .limits import memory_cgroup_support
+
+            version, why = memory_cgroup_support()
+            if version is None:
+                print(f"autograder: warning: {why}", file=sys.stderr)
         rows: dict[str, Row] = {}
         todo: list[GradingJob] = []
         with GradebookWriter(self.course.db_url) as writer:

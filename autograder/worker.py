@@ -27,6 +27,7 @@ import nbformat
 from .assemble import assemble_submission, read_submission
 from .errors import AutograderError, SubmissionError
 from .parameterize import inject_profile
+from .limits import memory_cgroup_support
 from .score import score_notebook, unanswered, zero_scores
 
 # the worker copies no more than this from a submission directory (issue: huge files)
@@ -131,24 +132,44 @@ def _copy_plain_files(src: Path, dest: Path, skip: set[str], budget: int) -> int
     return used
 
 
-def start_kernel(kernel_name: str, cwd: Path):
-    """Start a kernel for one submission in ``cwd``; its chatter goes nowhere near the report."""
+def start_kernel(kernel_name: str, cwd: Path, memory_limit: int | None = None):
+    """Start a kernel for one submission in ``cwd``, in a cgroup of its own where possible.
+
+    The cgroup (``km.autograder_cgroup``) caps the memory of the kernel and
+    everything it starts, and lets :func:`stop_kernel` kill whatever it left
+    behind.  The kernel's chatter goes nowhere near the report.
+    """
     # nbclient drives kernels asynchronously: it needs the async manager
     from jupyter_client.manager import AsyncKernelManager
     from jupyter_core.utils import run_sync
 
+    from .limits import MemoryCgroup
+
     km = AsyncKernelManager(kernel_name=kernel_name)
     run_sync(km.start_kernel)(cwd=str(cwd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    km.autograder_cgroup = MemoryCgroup.create(memory_limit)
+    km.autograder_memory_limit = memory_limit
+    if km.autograder_cgroup is not None:
+        try:
+            km.autograder_cgroup.add(km.provisioner.process.pid)
+        except OSError:
+            km.autograder_cgroup.destroy()
+            km.autograder_cgroup = None
     return km
 
 
 def stop_kernel(km) -> None:
+    """Shut the kernel down and kill anything it started (daemons included)."""
     from jupyter_core.utils import run_sync
 
     try:
         run_sync(km.shutdown_kernel)(now=True)
     except Exception:  # already gone
         pass
+    cgroup = getattr(km, "autograder_cgroup", None)
+    if cgroup is not None:
+        km.autograder_oom_kills = cgroup.oom_kills()  # read before the group is gone
+        cgroup.destroy()
 
 
 def kernel_alive(km) -> bool:
@@ -176,25 +197,26 @@ class WarmKernel:
         atexit.register(self.discard)
         multiprocessing.util.Finalize(self, self.discard, exitpriority=10)
 
-    def start(self, kernel_name: str, prefix: str) -> None:
+    def start(self, kernel_name: str, prefix: str, memory_limit: int | None = None) -> None:
         self.discard()
         self.scratch = Path(tempfile.mkdtemp(prefix=prefix))
         try:
-            self.km = start_kernel(kernel_name, self.scratch)
+            self.km = start_kernel(kernel_name, self.scratch, memory_limit)
             self.kernel_name = kernel_name
         except Exception:  # no warm kernel this time; take() will say why
             shutil.rmtree(self.scratch, ignore_errors=True)
             self.scratch = None
 
-    def take(self, kernel_name: str, prefix: str):
+    def take(self, kernel_name: str, prefix: str, memory_limit: int | None = None):
         """A started kernel and its scratch directory: the warm one if ready, else a new one."""
-        if self.km is not None and self.kernel_name == kernel_name and kernel_alive(self.km):
+        if (self.km is not None and self.kernel_name == kernel_name and kernel_alive(self.km)
+                and self.km.autograder_memory_limit == memory_limit):
             km, scratch = self.km, self.scratch
             self.km = self.scratch = self.kernel_name = None
             return km, scratch
         self.discard()
         scratch = Path(tempfile.mkdtemp(prefix=prefix))
-        return start_kernel(kernel_name, scratch), scratch
+        return start_kernel(kernel_name, scratch, memory_limit), scratch
 
     def discard(self) -> None:
         if self.km is not None:
@@ -279,8 +301,12 @@ def grade_submission(job: GradingJob) -> GradingResult:
             result.notes += [f"{name}: {note}" for note in assembly.notes]
             nb = inject_profile(assembly.notebook, job.profile, kernel_name=job.kernel_name)
             km, scratch = _kernel_for(job, scratch, prefix)
-            out = _run(nb, scratch, name, job, km)
-            km = None  # one kernel runs one notebook
+            if job.memory_limit and km.autograder_cgroup is None:
+                result.notes.append(f"memory limit not enforced: {memory_cgroup_support()[1]}")
+            kernel, km = km, None  # one kernel runs one notebook; _run stops it
+            out = _run(nb, scratch, name, job, kernel)
+            if job.memory_limit and getattr(kernel, "autograder_oom_kills", 0):
+                _blame_memory(out, job.memory_limit)
             record = out.metadata.get("autograder", {}).get("execution", {})
             cells_seconds += float(record.get("cells_seconds", 0.0))
             for event in record.get("events", []):
@@ -321,14 +347,28 @@ def _kernel_for(job: GradingJob, scratch: Path, prefix: str):
     up while this notebook runs.
     """
     warm = _warm or WarmKernel()
-    km, kernel_dir = warm.take(job.kernel_name, prefix)
+    km, kernel_dir = warm.take(job.kernel_name, prefix, job.memory_limit)
     if kernel_dir != scratch:
         for item in scratch.iterdir():
             os.replace(item, kernel_dir / item.name)
         shutil.rmtree(scratch, ignore_errors=True)
     if _warm is not None:
-        _warm.start(job.kernel_name, prefix)
+        _warm.start(job.kernel_name, prefix, job.memory_limit)
     return km, kernel_dir
+
+
+def _blame_memory(nb, limit: int) -> None:
+    """The OOM killer struck inside this kernel's cgroup: say so where it happened."""
+    record = nb.metadata.setdefault("autograder", {}).setdefault("execution", {"events": []})
+    died = [e for e in record["events"] if e["kind"] == "kernel-died"]
+    for event in died:
+        event["kind"] = "memory-limit"
+    if not died:  # a child process (not the kernel) was killed: blame the first failed cell
+        failed = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code" and any(
+            o.get("output_type") == "error" for o in c.get("outputs", []))), None)
+        gid = nb.cells[failed].get("metadata", {}).get("nbgrader", {}).get("grade_id") if failed is not None else None
+        record["events"].append({"kind": "memory-limit", "cell": failed, "grade_id": gid})
+    record["memory_limit"] = limit
 
 
 def _unreadable(template, why: str):
@@ -357,6 +397,7 @@ def _describe(event: dict) -> str:
         "cell-timeout": f"cell time limit hit in {where}",
         "notebook-timeout": f"notebook time limit hit in {where}",
         "kernel-died": f"kernel died in {where}",
+        "memory-limit": f"memory limit hit in {where}",
     }.get(event["kind"], f"{event['kind']} in {where}")
 
 

@@ -23,9 +23,11 @@ def limited(tmp_path_factory):
     ignores = ("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
                "while True:\n    pass")
     submit(root, "ignores-interrupt", fill_answers(rel, src, solved=ALL_ANSWERS - {"mean"}, answers={"mean": ignores}))
+    hog = "blob = b'x' * (3 * 2**30)\ndef mean(xs):\n    return sum(xs) / len(xs)"
+    submit(root, "memory-hog", fill_answers(rel, src, solved=ALL_ANSWERS - {"mean"}, answers={"mean": hog}))
     submit(root, "honest", fill_answers(rel, src, solved=ALL_ANSWERS))
     proc = run_cli("grade", TOY_LAB, "--course-dir", str(root), "--cell-timeout", "3", "--timeout", "20",
-                   "--workers", "2", timeout=300)
+                   "--memory-limit", "700M", "--workers", "2", timeout=300)
     return root, proc.stdout
 
 
@@ -55,3 +57,17 @@ def test_notebook_limit_kills_a_kernel_that_ignores_interrupts(limited):
 def test_honest_submission_unaffected_by_neighbours(limited):
     root, _ = limited
     assert cell_scores(root)["honest"] == {"test_square": 2, "test_mean": 3, "test_total": 1, "why_mean": None}
+
+
+def test_memory_limit_kills_only_that_kernel_and_says_so(limited):
+    from autograder.limits import memory_cgroup_support
+
+    root, report = limited
+    if memory_cgroup_support()[0] is None:
+        pytest.skip(memory_cgroup_support()[1])
+    scores = cell_scores(root)
+    # square was answered before the hog: it stands; the kernel died in the hog's cell
+    assert scores["memory-hog"]["test_square"] == 2
+    assert scores["memory-hog"]["test_mean"] == 0
+    line = next(l for l in report.splitlines() if l.startswith("memory-hog "))
+    assert "memory limit hit in toy.ipynb" in line
