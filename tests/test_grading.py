@@ -195,3 +195,25 @@ def test_unknown_lab_is_a_clear_error(toy_course):
     proc = run_cli("grade", "no-such-lab", "--course-dir", str(toy_course), check=False)
     assert proc.returncode == 2
     assert "no lab 'no-such-lab'" in proc.stderr and TOY_LAB in proc.stderr
+
+
+def test_a_worker_grades_a_job_file_on_its_own(toy_course, tmp_path):
+    """A job is plain JSON: a worker needs nothing else (the shape of a Slurm array task)."""
+    from autograder.coordinator import Coordinator, GradeOptions
+    from autograder.course import Course
+
+    course = Course(toy_course)
+    coordinator = Coordinator(course, course.lab(TOY_LAB), GradeOptions())
+    coordinator.prepare_templates()
+    job = coordinator.job_for("partial")
+    job.result_path = str(tmp_path / "result.json")
+    job.output_dir = str(tmp_path / "autograded")
+    (tmp_path / "job.json").write_text(job.to_json())
+    proc = subprocess.run([sys.executable, "-m", "autograder.worker", str(tmp_path / "job.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("partial toy: 3/8 graded")
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert {s["grade_id"]: s["auto_score"] for s in result["scores"]} == \
+        {"test_square": 2.0, "test_mean": 0.0, "test_total": 1.0, "why_mean": 0.0}
+    assert (tmp_path / "autograded" / TOY_NOTEBOOK).is_file()
