@@ -38,16 +38,3 @@ def release_lab(course: Course, lab_name: str) -> list[str]:
         _quiet(api.generate_assignment(lab.name, force=True, create=True), f"releasing {lab.name}")
     released = [str(course.release / lab.name / nb) for nb in lab.notebooks]
     return released
-
-
-def ensure_in_gradebook(course: Course, lab_name: str) -> None:
-    """Grading needs the lab's cells in the gradebook: release it if it is not there yet."""
-    from nbgrader.api import Gradebook, MissingEntry
-
-    with Gradebook(course.db_url) as gb:
-        try:
-            gb.find_assignment(lab_name)
-            return
-        except MissingEntry:
-            pass
-    release_lab(course, lab_name)
