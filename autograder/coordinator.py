@@ -13,11 +13,15 @@ scores).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sys
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -27,9 +31,9 @@ import nbformat
 
 from . import __version__
 from .assemble import grading_template
-from .course import Course, Lab
+from .course import Course, CourseError, Lab
 from .record import GradebookWriter, read_timestamp
-from .worker import GradingJob, GradingResult, atomic_write, grade_submission, preload, worker_init
+from .worker import GradingJob, GradingResult, atomic_write, grade_submission, preload, started_marker, worker_init
 
 
 @dataclass
@@ -130,6 +134,7 @@ class Coordinator:
             cell_timeout=self.limits.cell_timeout,
             memory_limit=self.limits.memory_limit,
             digest=digest,
+            scratch_root=str(self.state / "scratch"),
         )
 
     def _recorded_path(self, student: str) -> Path:
@@ -143,6 +148,31 @@ class Coordinator:
 
     # -- the run ----------------------------------------------------------------
     def run(self) -> list[Row]:
+        with self._exclusive():
+            # scratch directories of a run that was killed: nothing there is needed
+            shutil.rmtree(self.state / "scratch", ignore_errors=True)
+            return self._run()
+
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """One coordinator per course and lab at a time (two would grade and record twice)."""
+        import fcntl
+
+        self.state.mkdir(parents=True, exist_ok=True)
+        with open(self.state / "lock", "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                raise CourseError(f"another `autograder grade {self.lab.name}` is running on this course "
+                                  f"(pid {lock.read().strip() or '?'}); wait for it or stop it") from None
+            lock.seek(0)
+            lock.truncate()
+            lock.write(str(os.getpid()))
+            lock.flush()
+            yield
+
+    def _run(self) -> list[Row]:
         students = self.course.student_ids(self.lab.name)
         if self.options.students:
             wanted = set(self.options.students)
@@ -200,46 +230,55 @@ class Coordinator:
                    result.manual_pending)
 
     def _execute(self, jobs: list[GradingJob]) -> Iterable[tuple[GradingJob, GradingResult]]:
+        """Grade ``jobs`` in a pool of worker processes, yielding each result as it comes.
+
+        Student code never runs in the coordinator.  If a worker process dies (killed
+        from outside, or by the code it was grading), the pool is rebuilt and the jobs
+        without a result go again; a job that was running when workers died twice is
+        reported as an error rather than retried forever.
+        """
         if not jobs:
             return
         workers = max(1, min(self.options.workers or os.cpu_count() or 1, len(jobs)))
         bar = _progress(len(jobs), self.lab.name, self.options.progress)
+        # fork: workers start with everything already imported.  They fork from a
+        # coordinator whose gradebook connection they never touch (a forked worker
+        # leaves through os._exit, so no finalizer closes it either).
+        preload()
+        deaths: Counter[str] = Counter()
+        pending = list(jobs)
         try:
-            if workers == 1:
-                worker_init(in_pool=False)
-                for job in jobs:
-                    yield job, _safe_grade(job)
-                    bar.update(1)
-                return
-            # fork: workers start with everything already imported.  They fork from a
-            # coordinator whose gradebook connection they never touch (a forked
-            # worker leaves through os._exit, so no finalizer closes it either).
-            preload()
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"),
-                                     initializer=worker_init) as pool:
-                futures = {pool.submit(grade_submission, job): job for job in jobs}
-                for future in as_completed(futures):
-                    job = futures[future]
-                    try:
-                        result = future.result()
-                    except Exception as exc:  # the worker process itself died
-                        result = _crashed(job, exc)
-                    yield job, result
-                    bar.update(1)
+            while pending:
+                with ProcessPoolExecutor(max_workers=min(workers, len(pending)), initializer=worker_init,
+                                         mp_context=mp.get_context("fork")) as pool:
+                    futures = {pool.submit(grade_submission, job): job for job in pending}
+                    pending = []
+                    for future in as_completed(futures):
+                        job = futures[future]
+                        try:
+                            result = future.result()
+                        except BrokenProcessPool:
+                            started = started_marker(job)
+                            if started.exists():  # it was being graded when its worker died
+                                deaths[job.student] += 1
+                                started.unlink(missing_ok=True)
+                            if deaths[job.student] >= 2:
+                                result = _crashed(job, "the grading worker died twice while grading this "
+                                                  "submission", retry=False)
+                            else:
+                                pending.append(job)
+                                continue
+                        except Exception as exc:  # pickling trouble or a bug: report, retry next run
+                            result = _crashed(job, f"{type(exc).__name__}: {exc}")
+                        yield job, result
+                        bar.update(1)
         finally:
             bar.close()
 
 
-def _safe_grade(job: GradingJob) -> GradingResult:
-    try:
-        return grade_submission(job)
-    except Exception as exc:
-        return _crashed(job, exc)
-
-
-def _crashed(job: GradingJob, exc: BaseException) -> GradingResult:
-    return GradingResult(student=job.student, lab=job.lab, digest=job.digest, status="error", retry=True,
-                         message=f"grading worker failed: {type(exc).__name__}: {exc}".splitlines()[0])
+def _crashed(job: GradingJob, why: str, retry: bool = True) -> GradingResult:
+    return GradingResult(student=job.student, lab=job.lab, digest=job.digest, status="error", retry=retry,
+                         message=f"grading worker failed: {why}".splitlines()[0])
 
 
 def _progress(total: int, lab: str, enabled: bool):

@@ -49,6 +49,7 @@ class GradingJob:
     cell_timeout: float
     memory_limit: int | None
     digest: str
+    scratch_root: str | None = None  # where scratch directories go (None: the system's temp dir)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -197,9 +198,10 @@ class WarmKernel:
         atexit.register(self.discard)
         multiprocessing.util.Finalize(self, self.discard, exitpriority=10)
 
-    def start(self, kernel_name: str, prefix: str, memory_limit: int | None = None) -> None:
+    def start(self, kernel_name: str, prefix: str, memory_limit: int | None = None,
+              root: str | None = None) -> None:
         self.discard()
-        self.scratch = Path(tempfile.mkdtemp(prefix=prefix))
+        self.scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
         try:
             self.km = start_kernel(kernel_name, self.scratch, memory_limit)
             self.kernel_name = kernel_name
@@ -207,7 +209,7 @@ class WarmKernel:
             shutil.rmtree(self.scratch, ignore_errors=True)
             self.scratch = None
 
-    def take(self, kernel_name: str, prefix: str, memory_limit: int | None = None):
+    def take(self, kernel_name: str, prefix: str, memory_limit: int | None = None, root: str | None = None):
         """A started kernel and its scratch directory: the warm one if ready, else a new one."""
         if (self.km is not None and self.kernel_name == kernel_name and kernel_alive(self.km)
                 and self.km.autograder_memory_limit == memory_limit):
@@ -215,7 +217,7 @@ class WarmKernel:
             self.km = self.scratch = self.kernel_name = None
             return km, scratch
         self.discard()
-        scratch = Path(tempfile.mkdtemp(prefix=prefix))
+        scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
         return start_kernel(kernel_name, scratch, memory_limit), scratch
 
     def discard(self) -> None:
@@ -272,7 +274,12 @@ def grade_submission(job: GradingJob) -> GradingResult:
     started = time.monotonic()
     result = GradingResult(student=job.student, lab=job.lab, digest=job.digest, status="graded")
     prefix = f"autograder-{job.lab}-"
-    km, scratch = None, Path(tempfile.mkdtemp(prefix=prefix))
+    marker = started_marker(job)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(os.getpid()))  # tells the coordinator which job a dead worker held
+    if job.scratch_root:
+        Path(job.scratch_root).mkdir(parents=True, exist_ok=True)
+    km, scratch = None, Path(tempfile.mkdtemp(prefix=prefix, dir=job.scratch_root))
     executed: dict[str, nbformat.NotebookNode] = {}
     cells_seconds = 0.0
     try:
@@ -336,7 +343,12 @@ def grade_submission(job: GradingJob) -> GradingResult:
         shutil.rmtree(scratch, ignore_errors=True)
     result.seconds = {"total": round(time.monotonic() - started, 3), "cells": round(cells_seconds, 3)}
     atomic_write(Path(job.result_path), result.to_json())
+    marker.unlink(missing_ok=True)
     return result
+
+
+def started_marker(job: GradingJob) -> Path:
+    return Path(job.result_path).with_suffix(".started")
 
 
 def _kernel_for(job: GradingJob, scratch: Path, prefix: str):
@@ -347,13 +359,13 @@ def _kernel_for(job: GradingJob, scratch: Path, prefix: str):
     up while this notebook runs.
     """
     warm = _warm or WarmKernel()
-    km, kernel_dir = warm.take(job.kernel_name, prefix, job.memory_limit)
+    km, kernel_dir = warm.take(job.kernel_name, prefix, job.memory_limit, job.scratch_root)
     if kernel_dir != scratch:
         for item in scratch.iterdir():
             os.replace(item, kernel_dir / item.name)
         shutil.rmtree(scratch, ignore_errors=True)
     if _warm is not None:
-        _warm.start(job.kernel_name, prefix, job.memory_limit)
+        _warm.start(job.kernel_name, prefix, job.memory_limit, job.scratch_root)
     return km, kernel_dir
 
 

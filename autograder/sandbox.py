@@ -1,0 +1,321 @@
+"""A Jupyter kernel manager whose kernel runs inside a bubblewrap sandbox.
+
+:class:`SandboxedKernelManager` is a drop-in replacement for jupyter_client's
+``AsyncKernelManager`` (nbclient and papermill need the async manager).  The
+kernel process is started as ``bwrap [options] -- python -m ipykernel_launcher
+-f <connection file>`` so that a submission
+
+* has no network at all (``--unshare-net``: a new network namespace that holds
+  only a loopback interface);
+* sees only its own processes (``--unshare-pid``), and dies with the grader
+  (``--die-with-parent``: when the outer ``bwrap`` process is killed, the
+  namespace's init is killed, and with it every process in the namespace,
+  daemons included);
+* sees only: the Python environment (read-only), the system directories a
+  Python needs (read-only), a handful of files from ``/etc``, the scratch
+  directory of this one submission (read-write, the kernel's cwd), the paths
+  given in ``readonly_paths`` (read-only) and a private, empty ``/tmp``;
+* gets a clean, minimal environment instead of the grader's.
+
+The kernel talks to the grader over jupyter_client's ``ipc`` transport: the
+five ZeroMQ sockets are files in a private directory that is bound into the
+sandbox at the same path, so no network is needed (nor possible).
+
+Why a kernel *manager* subclass and not a kernel *provisioner*: a provisioner
+is found through the ``jupyter_client.kernel_provisioners`` entry point and
+named in the kernelspec, so it would need a packaging change and a kernelspec
+of its own; a manager subclass is picked per kernel by whoever starts it (the
+worker's ``start_kernel``, or papermill's ``kernel_manager_class``), takes its
+settings as traits, and keeps the stock ``LocalProvisioner`` (process group,
+``kill``, ``send_signal``) unchanged.
+
+Interrupts: the outer ``bwrap`` process does not forward signals, and the
+kernel runs in a session of its own inside the namespace (``--new-session``),
+so a SIGINT to the provisioner's process group never reaches it.  The manager
+therefore uses the kernelspec's ``interrupt_mode = "message"``: the interrupt
+is an ``interrupt_request`` on the control channel, and ipykernel sends SIGINT
+to its own process group from inside the sandbox.  Kill is unchanged: SIGKILL
+to the process group of ``km.provisioner.process.pid`` kills the outer
+``bwrap``, and ``--die-with-parent`` plus the PID namespace take down the rest.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import typing as t
+from pathlib import Path
+
+from jupyter_client.manager import AsyncKernelManager
+from traitlets import Bool, Dict, List, Unicode, default
+
+#: files and directories of ``/etc`` that the kernel sees (read-only, when present):
+#: the dynamic loader's cache, name service for ``localhost`` and user names,
+#: time zone and locale data, TLS roots.  No shadow files, no ssh, no apt, no pip.conf.
+ETC_PATHS = (
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/alternatives",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+    "/etc/host.conf",
+    "/etc/hosts",
+    "/etc/localtime",
+    "/etc/timezone",
+    "/etc/locale.alias",
+    "/etc/mime.types",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/fonts",
+    "/etc/os-release",
+)
+
+#: system directories bound read-only (or recreated as the same symlink, when
+#: they are symlinks on the host, as on merged-/usr systems)
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+READONLY_ENV = "AUTOGRADER_SANDBOX_READONLY"
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap") or (shutil.which("bwrap", path="/usr/bin:/bin:/usr/local/bin"))
+
+
+def bwrap_available() -> tuple[bool, str]:
+    """Whether a bubblewrap sandbox with new network and PID namespaces can be made here, and why not."""
+    exe = bwrap_path()
+    if exe is None:
+        return False, ("bubblewrap is not installed: `bwrap` is not on PATH "
+                       "(Debian/Ubuntu: apt-get install bubblewrap; .ci/setup installs it)")
+    cmd = [exe, "--unshare-net", "--unshare-pid", "--die-with-parent", "--new-session",
+           "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", "/bin/true"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"bubblewrap ({exe}) could not run: {exc}"
+    if proc.returncode != 0:
+        why = (proc.stderr or proc.stdout).strip() or f"exit status {proc.returncode}"
+        return False, (f"bubblewrap ({exe}) cannot create network/PID namespaces here: {why} "
+                       "(unprivileged user namespaces disabled, or a container without CAP_SYS_ADMIN?)")
+    return True, f"bubblewrap works ({exe})"
+
+
+def python_paths() -> list[str]:
+    """The directories of the running Python environment, symlink targets included (venv, base, pyenv)."""
+    paths: list[str] = []
+    candidates = [sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix,
+                  os.path.dirname(sys.executable)]
+    for path in candidates:
+        for p in (os.path.abspath(path), os.path.realpath(path)):
+            if p not in paths:
+                paths.append(p)
+    # the real file behind the interpreter (e.g. venv/bin/python -> ~/.pyenv/versions/X/bin/python3.11)
+    real_exe_prefix = str(Path(os.path.realpath(sys.executable)).parent.parent)
+    if real_exe_prefix not in paths:
+        paths.append(real_exe_prefix)
+    return _minimal(paths)
+
+
+def _minimal(paths: t.Iterable[str]) -> list[str]:
+    """Drop paths that lie under another path of the list (binding the parent is enough)."""
+    out: list[str] = []
+    for p in sorted(set(paths), key=len):
+        if not any(p == q or p.startswith(q.rstrip("/") + "/") for q in out):
+            out.append(p)
+    return out
+
+
+def _default_readonly() -> list[str]:
+    value = os.environ.get(READONLY_ENV, "")
+    return [p for p in value.split(os.pathsep) if p]
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """``AsyncKernelManager`` whose kernel runs under bubblewrap (see module doc).
+
+    Traits (constructor keywords):
+
+    ``readonly_paths``  extra paths visible read-only at the same path (the lab's
+                        data files, the course's editable support package);
+                        default: ``$AUTOGRADER_SANDBOX_READONLY`` (``os.pathsep``-separated),
+                        so a class named by string (papermill) can be configured.
+    ``writable_paths``  extra paths visible read-write (the scratch directory,
+                        the ``cwd`` given to ``start_kernel``, is always writable).
+    ``env``             extra environment variables for the kernel.
+    ``device_paths``    device nodes passed through (default: ``/dev/nvidia*`` if present).
+    ``cgroup_procs``    a ``cgroup.procs`` file: the sandbox joins that cgroup before
+                        it starts, so every process in it is accounted and limited.
+    ``bwrap``           the ``bwrap`` executable.
+
+    After ``start_kernel``: ``km.bwrap_command`` is the command line that ran,
+    ``km.sandbox_pids()`` the host pids of the sandbox's processes.
+    """
+
+    readonly_paths = List(Unicode(), help="extra read-only paths").tag(config=True)
+    writable_paths = List(Unicode(), help="extra read-write paths").tag(config=True)
+    env = Dict(help="extra environment variables of the kernel").tag(config=True)
+    device_paths = List(Unicode(), help="device nodes passed through").tag(config=True)
+    cgroup_procs = Unicode("", help="cgroup.procs file the sandbox joins before it starts").tag(config=True)
+    bwrap = Unicode(help="the bwrap executable").tag(config=True)
+    hide_sys = Bool(True, help="leave /sys out of the sandbox").tag(config=True)
+
+    @default("readonly_paths")
+    def _default_readonly_paths(self) -> list[str]:
+        return _default_readonly()
+
+    @default("device_paths")
+    def _default_device_paths(self) -> list[str]:
+        return sorted(glob.glob("/dev/nvidia*"))
+
+    @default("bwrap")
+    def _default_bwrap(self) -> str:
+        return bwrap_path() or "bwrap"
+
+    @default("transport")
+    def _default_transport(self) -> str:
+        return "ipc"
+
+    @default("cache_ports")
+    def _default_cache_ports(self) -> bool:
+        return False
+
+    def __init__(self, **kwargs: t.Any) -> None:
+        super().__init__(**kwargs)
+        self.transport = "ipc"
+        self._private_dir: str | None = None
+        self._sandbox_cwd: str | None = None
+        self.bwrap_command: list[str] = []
+
+    # -- kernelspec: interrupts go over the control channel ------------------
+    @property
+    def kernel_spec(self):  # type: ignore[override]
+        spec = AsyncKernelManager.kernel_spec.fget(self)  # type: ignore[attr-defined]
+        if spec is not None and spec.interrupt_mode != "message":
+            spec.interrupt_mode = "message"
+        return spec
+
+    # -- start ---------------------------------------------------------------
+    async def _async_pre_start_kernel(self, **kw: t.Any):
+        if self._private_dir is None or not os.path.isdir(self._private_dir):
+            self._private_dir = tempfile.mkdtemp(prefix="rai-sandbox-")
+        self.transport = "ipc"
+        self.ip = os.path.join(self._private_dir, "kernel")
+        self.connection_file = os.path.join(self._private_dir, "kernel.json")
+        self._sandbox_cwd = os.path.abspath(kw.get("cwd") or os.getcwd())
+        return await super()._async_pre_start_kernel(**kw)
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        kernel_cmd = super().format_kernel_cmd(extra_arguments)
+        self.bwrap_command = self.sandbox_command(kernel_cmd)
+        if self.cgroup_procs:
+            # join the cgroup in the launched process itself, before bwrap forks
+            return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', self.cgroup_procs, *self.bwrap_command]
+        return list(self.bwrap_command)
+
+    def sandbox_env(self) -> dict[str, str]:
+        venv_bin = os.path.dirname(os.path.abspath(sys.executable))
+        env = {
+            "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": "/tmp/home",
+            "USER": "student",
+            "LOGNAME": "student",
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "TMPDIR": "/tmp",
+            "MPLBACKEND": "Agg",
+            "MPLCONFIGDIR": "/tmp/home/.config/matplotlib",
+            "GLOO_SOCKET_IFNAME": "lo",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "VIRTUAL_ENV": sys.prefix,
+        }
+        env.update({str(k): str(v) for k, v in self.env.items()})
+        return env
+
+    def sandbox_command(self, kernel_cmd: list[str]) -> list[str]:
+        """The full ``bwrap ... -- kernel_cmd`` command line."""
+        assert self._private_dir is not None and self._sandbox_cwd is not None
+        cmd = [
+            self.bwrap,
+            "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+            "--hostname", "sandbox",
+            "--die-with-parent", "--new-session",
+            # bwrap started by root keeps root's capabilities unless told otherwise
+            "--cap-drop", "ALL",
+            "--clearenv", "--unsetenv", "JPY_PARENT_PID",
+            "--proc", "/proc",
+            "--dev", "/dev",
+            # the tmpfs first: binds under /tmp (scratch dirs, the private dir) come after it
+            "--tmpfs", "/tmp",
+            "--dir", "/tmp/home",
+        ]
+        for path in SYSTEM_PATHS:
+            if os.path.islink(path):
+                cmd += ["--symlink", os.readlink(path), path]
+            elif os.path.isdir(path):
+                cmd += ["--ro-bind", path, path]
+        for path in ETC_PATHS:
+            if os.path.lexists(path):
+                cmd += ["--ro-bind-try", path, path]
+        if not self.hide_sys:
+            cmd += ["--ro-bind", "/sys", "/sys"]
+        for path in self.device_paths:
+            cmd += ["--dev-bind-try", path, path]
+        for path in _minimal(python_paths() + [os.path.abspath(p) for p in self.readonly_paths]):
+            cmd += ["--ro-bind-try", path, path]
+            real = os.path.realpath(path)
+            if real != path:
+                cmd += ["--ro-bind-try", real, real]
+        for path in [*self.writable_paths, self._sandbox_cwd, self._private_dir]:
+            path = os.path.abspath(path)
+            cmd += ["--bind", path, path]
+        for key, value in self.sandbox_env().items():
+            cmd += ["--setenv", key, value]
+        cmd += ["--chdir", self._sandbox_cwd, "--", *kernel_cmd]
+        return cmd
+
+    # -- processes -----------------------------------------------------------
+    def sandbox_pids(self) -> list[int]:
+        """Host pids of the outer bwrap process and all its descendants (the kernel included)."""
+        process = getattr(self.provisioner, "process", None)
+        if process is None:
+            return []
+        try:
+            import psutil
+
+            root = psutil.Process(process.pid)
+            return [root.pid] + [p.pid for p in root.children(recursive=True)]
+        except Exception:
+            return []
+
+    # -- cleanup -------------------------------------------------------------
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        if not restart and self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+            self._private_dir = None
+
+    cleanup_resources = _async_cleanup_resources  # type: ignore[assignment]
+
+
+def sandboxed_manager_class(**traits: t.Any) -> type[SandboxedKernelManager]:
+    """A subclass of :class:`SandboxedKernelManager` with other trait defaults.
+
+    For code that takes a manager *class* and builds it itself (papermill's
+    ``kernel_manager_class``):  ``sandboxed_manager_class(readonly_paths=[...])``.
+    """
+    defaults = {name: value for name, value in traits.items()}
+
+    class _Configured(SandboxedKernelManager):
+        def __init__(self, **kwargs: t.Any) -> None:
+            for name, value in defaults.items():
+                kwargs.setdefault(name, value)
+            super().__init__(**kwargs)
+
+    _Configured.__name__ = _Configured.__qualname__ = "ConfiguredSandboxedKernelManager"
+    return _Configured
