@@ -114,3 +114,44 @@ def test_partial_answer_earns_part(graded_lab):
     assert 0 < earned < total, f"{lab}: partial earned {earned} of {total}"
     if lab in EXPECTED_PARTIAL:
         assert scores["partial"] == EXPECTED_PARTIAL[lab], report
+
+
+def _region_lines(source: str, begin: str, end: str) -> list[str]:
+    lines, inside = [], False
+    for line in source.split("\n"):
+        if begin in line:
+            inside = True
+        elif end in line:
+            inside = False
+        elif inside and len(line.strip()) > 20:
+            lines.append(" ".join(line.split()))
+    return lines
+
+
+def test_feedback_never_shows_hidden_tests_or_solutions(graded_lab, tmp_path):
+    from bs4 import BeautifulSoup
+
+    lab = graded_lab[0]
+    root = next(p for p in tmp_path.parents[1].rglob(f"{lab}*") if (p / "gradebook.db").exists())
+    run_cli("feedback", lab, "--course-dir", str(root))
+    hidden, solutions = [], []
+    for src in source_notebooks(lab).values():
+        for cell in src.cells:
+            hidden += _region_lines(cell.source, "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
+            solutions += _region_lines(cell.source, "BEGIN SOLUTION", "END SOLUTION")
+    # lines that also stand in the release (a repeated import, say) are no secret
+    released = "".join("".join(c.source.split()) for p in (root / "labs" / lab).glob("*.ipynb")
+                       for c in nbformat.read(p, as_version=4).cells)
+    squash = lambda text: "".join(text.split())  # noqa: E731 -- HTML splits code into spaced tokens
+    hidden = [squash(line) for line in hidden if squash(line) not in released]
+    solutions = [squash(line) for line in solutions if squash(line) not in released]
+    assert hidden and solutions
+    for student in ("solution", "blank", "partial"):
+        for page in (root / "feedback" / student / lab).glob("*.html"):
+            text = squash(BeautifulSoup(page.read_text(), "html.parser").get_text())
+            assert "Score" in text
+            leaked = [line for line in hidden if line in text]
+            assert not leaked, f"{student}: hidden tests in feedback: {leaked[:3]}"
+            if student == "blank":
+                shown = [line for line in solutions if line in text]
+                assert not shown, f"solution code in a blank submission's feedback: {shown[:3]}"
