@@ -378,3 +378,30 @@ def test_overhead(tmp_path, capsys):
         print(f"\n[sandbox overhead] start-execute-shutdown, median of 10: plain {plain:.3f} s, "
               f"sandboxed {sandboxed:.3f} s, overhead {sandboxed - plain:+.3f} s "
               f"(min plain {min(times['plain']):.3f} s, min sandboxed {min(times['sandboxed']):.3f} s)")
+
+
+def test_sandbox_joins_memory_cgroup_before_it_starts(tmp_path):
+    """With ``cgroup_procs`` every process of the sandbox (the kernel included) is in the group and limited."""
+    from autograder.limits import MemoryCgroup
+
+    cgroup = MemoryCgroup.create(1 << 30, prefix="sandbox-test")
+    if cgroup is None:
+        pytest.skip("no memory cgroup can be created here")
+    try:
+        k = Kernel(start(tmp_path, cgroup_procs=str(cgroup.path / "cgroup.procs")))
+        try:
+            status, _, err = k.run("import subprocess; p = subprocess.Popen(['sleep', '1000'])")
+            assert status == "ok", err
+            sandbox = set(k.km.sandbox_pids())
+            assert len(sandbox) >= 4 and sandbox <= set(cgroup.pids()), (sandbox, cgroup.pids())
+            # a child of the kernel that takes more than the limit is OOM-killed; the kernel lives on
+            hog = "x = bytearray(2 << 30); x[::4096] = bytes(len(range(0, len(x), 4096)))"
+            rc = k.value(f"__import__('subprocess').run([__import__('sys').executable, '-c', {hog!r}]).returncode")
+            assert rc == -signal.SIGKILL, rc
+            assert k.value("1 + 1") == 2
+        finally:
+            k.kc.stop_channels()
+            run_sync(k.km.shutdown_kernel)(now=True)
+        assert cgroup.oom_kills() >= 1
+    finally:
+        cgroup.destroy()
