@@ -405,3 +405,22 @@ def test_sandbox_joins_memory_cgroup_before_it_starts(tmp_path):
         assert cgroup.oom_kills() >= 1
     finally:
         cgroup.destroy()
+
+
+def test_accelerate_gloo_on_loopback(kernel):
+    """Two CPU processes (gloo) talk over the sandbox's own loopback; nothing leaves it."""
+    pytest.importorskip("accelerate")
+    code = (
+        "from accelerate import notebook_launcher\n"
+        "def f():\n"
+        "    import torch, torch.distributed as dist\n"
+        "    from accelerate import Accelerator\n"
+        "    Accelerator(cpu=True)\n"
+        "    t = torch.ones(1) * (dist.get_rank() + 1)\n"
+        "    dist.all_reduce(t)\n"
+        "    print(f'rank {dist.get_rank()} sum {t.item()}')\n"
+        "notebook_launcher(f, num_processes=2)\n"
+    )
+    status, out, err = kernel.run(code, timeout=120)
+    assert status == "ok", (err, out)
+    assert "rank 0 sum 3.0" in out and "rank 1 sum 3.0" in out, out
