@@ -41,6 +41,7 @@ def cmd_grade(args) -> int:
         memory_limit=args.memory_limit,
         force=args.force,
         progress=not args.no_progress,
+        sandbox=not args.no_sandbox,
     )
     rows = grade_lab(_course(args), args.lab, options)
     if not rows:
@@ -116,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory for a kernel and its children, e.g. 4G (default: the lab's)")
     p.add_argument("--force", action="store_true", help="regrade submissions that did not change")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="run student code without bubblewrap (it then has your rights, files and network)")
     p.set_defaults(func=cmd_grade)
 
     p = sub.add_parser("feedback", help="HTML feedback per student under feedback/")

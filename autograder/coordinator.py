@@ -45,6 +45,7 @@ class GradeOptions:
     memory_limit: str | int | None = None
     force: bool = False
     progress: bool = True
+    sandbox: bool = True
 
 
 @dataclass
@@ -111,7 +112,8 @@ class Coordinator:
             h.update(name.encode() + b"\0" + text.encode())
         self.kernel_name = kernel or "python3"
         h.update(json.dumps(self.lab.grading_profile, sort_keys=True, default=str).encode())
-        h.update(json.dumps([self.limits.timeout, self.limits.cell_timeout, self.limits.memory_limit]).encode())
+        h.update(json.dumps([self.limits.timeout, self.limits.cell_timeout, self.limits.memory_limit,
+                             self.options.sandbox]).encode())
         h.update(__version__.encode())
         files = _tree_digest(self.lab.source_dir)  # data files the lab ships
         h.update(files.digest())
@@ -135,6 +137,8 @@ class Coordinator:
             memory_limit=self.limits.memory_limit,
             digest=digest,
             scratch_root=str(self.state / "scratch"),
+            sandbox=self.options.sandbox,
+            readonly_paths=sandbox_readonly_paths(),
         )
 
     def _recorded_path(self, student: str) -> Path:
@@ -183,6 +187,16 @@ class Coordinator:
         else:
             rows_unknown = []
         self.prepare_templates()
+        if self.options.sandbox:
+            from .sandbox import bwrap_available
+
+            ok, why = bwrap_available()
+            if not ok:
+                raise CourseError(f"cannot sandbox student code: {why}. Install bubblewrap, or pass "
+                                  "--no-sandbox to grade without one (student code then runs with your rights)")
+        else:
+            print("autograder: warning: --no-sandbox: student code runs with your rights, network and files",
+                  file=sys.stderr)
         if self.limits.memory_limit:
             from .limits import memory_cgroup_support
 
@@ -274,6 +288,21 @@ class Coordinator:
                         bar.update(1)
         finally:
             bar.close()
+
+
+def sandbox_readonly_paths() -> list[str]:
+    """Code the kernels import from outside the Python environment (editable installs such as ``rai``)."""
+    import importlib.util
+
+    paths = []
+    for package in ("rai",):
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        location = Path(list(spec.submodule_search_locations)[0]).resolve()
+        if not str(location).startswith(str(Path(sys.prefix).resolve())):
+            paths.append(str(location))
+    return paths
 
 
 def _crashed(job: GradingJob, why: str, retry: bool = True) -> GradingResult:

@@ -50,6 +50,8 @@ class GradingJob:
     memory_limit: int | None
     digest: str
     scratch_root: str | None = None  # where scratch directories go (None: the system's temp dir)
+    sandbox: bool = True             # run the kernel under bubblewrap (autograder.sandbox)
+    readonly_paths: list[str] = field(default_factory=list)  # what the sandbox shows besides Python
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -133,12 +135,27 @@ def _copy_plain_files(src: Path, dest: Path, skip: set[str], budget: int) -> int
     return used
 
 
-def start_kernel(kernel_name: str, cwd: Path, memory_limit: int | None = None):
-    """Start a kernel for one submission in ``cwd``, in a cgroup of its own where possible.
+@dataclass(frozen=True)
+class KernelSettings:
+    """What a kernel for a job needs: a warm kernel is reused only for the same settings."""
+
+    kernel_name: str
+    memory_limit: int | None = None
+    sandbox: bool = True
+    readonly_paths: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, job: GradingJob) -> "KernelSettings":
+        return cls(job.kernel_name, job.memory_limit, job.sandbox, tuple(job.readonly_paths))
+
+
+def start_kernel(settings: KernelSettings, cwd: Path):
+    """Start a kernel for one submission in ``cwd``: sandboxed, in a cgroup of its own.
 
     The cgroup (``km.autograder_cgroup``) caps the memory of the kernel and
     everything it starts, and lets :func:`stop_kernel` kill whatever it left
-    behind.  The kernel's chatter goes nowhere near the report.
+    behind; a sandboxed kernel joins it before bubblewrap starts, so nothing
+    escapes it.  The kernel's chatter goes nowhere near the report.
     """
     # nbclient drives kernels asynchronously: it needs the async manager
     from jupyter_client.manager import AsyncKernelManager
@@ -146,16 +163,28 @@ def start_kernel(kernel_name: str, cwd: Path, memory_limit: int | None = None):
 
     from .limits import MemoryCgroup
 
-    km = AsyncKernelManager(kernel_name=kernel_name)
-    run_sync(km.start_kernel)(cwd=str(cwd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    km.autograder_cgroup = MemoryCgroup.create(memory_limit)
-    km.autograder_memory_limit = memory_limit
-    if km.autograder_cgroup is not None:
+    cgroup = MemoryCgroup.create(settings.memory_limit)
+    if settings.sandbox:
+        from .sandbox import SandboxedKernelManager
+
+        km = SandboxedKernelManager(kernel_name=settings.kernel_name, readonly_paths=list(settings.readonly_paths),
+                                    cgroup_procs=str(cgroup.path / "cgroup.procs") if cgroup else "")
+    else:
+        km = AsyncKernelManager(kernel_name=settings.kernel_name)
+    try:
+        run_sync(km.start_kernel)(cwd=str(cwd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except BaseException:
+        if cgroup is not None:
+            cgroup.destroy()
+        raise
+    if cgroup is not None and not settings.sandbox:
         try:
-            km.autograder_cgroup.add(km.provisioner.process.pid)
+            cgroup.add(km.provisioner.process.pid)
         except OSError:
-            km.autograder_cgroup.destroy()
-            km.autograder_cgroup = None
+            cgroup.destroy()
+            cgroup = None
+    km.autograder_cgroup = cgroup
+    km.autograder_settings = settings
     return km
 
 
@@ -191,41 +220,39 @@ class WarmKernel:
     """
 
     def __init__(self) -> None:
-        self.kernel_name: str | None = None
+        self.settings: KernelSettings | None = None
         self.km = None
         self.scratch: Path | None = None
         # pool workers leave through multiprocessing's exit path, not atexit
         atexit.register(self.discard)
         multiprocessing.util.Finalize(self, self.discard, exitpriority=10)
 
-    def start(self, kernel_name: str, prefix: str, memory_limit: int | None = None,
-              root: str | None = None) -> None:
+    def start(self, settings: KernelSettings, prefix: str, root: str | None = None) -> None:
         self.discard()
         self.scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
         try:
-            self.km = start_kernel(kernel_name, self.scratch, memory_limit)
-            self.kernel_name = kernel_name
+            self.km = start_kernel(settings, self.scratch)
+            self.settings = settings
         except Exception:  # no warm kernel this time; take() will say why
             shutil.rmtree(self.scratch, ignore_errors=True)
             self.scratch = None
 
-    def take(self, kernel_name: str, prefix: str, memory_limit: int | None = None, root: str | None = None):
+    def take(self, settings: KernelSettings, prefix: str, root: str | None = None):
         """A started kernel and its scratch directory: the warm one if ready, else a new one."""
-        if (self.km is not None and self.kernel_name == kernel_name and kernel_alive(self.km)
-                and self.km.autograder_memory_limit == memory_limit):
+        if self.km is not None and self.settings == settings and kernel_alive(self.km):
             km, scratch = self.km, self.scratch
-            self.km = self.scratch = self.kernel_name = None
+            self.km = self.scratch = self.settings = None
             return km, scratch
         self.discard()
         scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
-        return start_kernel(kernel_name, scratch, memory_limit), scratch
+        return start_kernel(settings, scratch), scratch
 
     def discard(self) -> None:
         if self.km is not None:
             stop_kernel(self.km)
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
-        self.km = self.scratch = self.kernel_name = None
+        self.km = self.scratch = self.settings = None
 
 
 _warm: WarmKernel | None = None
@@ -359,13 +386,13 @@ def _kernel_for(job: GradingJob, scratch: Path, prefix: str):
     up while this notebook runs.
     """
     warm = _warm or WarmKernel()
-    km, kernel_dir = warm.take(job.kernel_name, prefix, job.memory_limit, job.scratch_root)
+    km, kernel_dir = warm.take(KernelSettings.of(job), prefix, job.scratch_root)
     if kernel_dir != scratch:
         for item in scratch.iterdir():
             os.replace(item, kernel_dir / item.name)
         shutil.rmtree(scratch, ignore_errors=True)
     if _warm is not None:
-        _warm.start(job.kernel_name, prefix, job.memory_limit, job.scratch_root)
+        _warm.start(KernelSettings.of(job), prefix, job.scratch_root)
     return km, kernel_dir
 
 
