@@ -153,7 +153,9 @@ class Coordinator:
     # -- the run ----------------------------------------------------------------
     def run(self) -> list[Row]:
         with self._exclusive():
-            # scratch directories of a run that was killed: nothing there is needed
+            # what a killed run left: sandboxes still running in its scratch directories,
+            # cgroups, the directories themselves.  Nothing there is needed.
+            reap_leftovers(self.state / "scratch")
             shutil.rmtree(self.state / "scratch", ignore_errors=True)
             return self._run()
 
@@ -288,6 +290,26 @@ class Coordinator:
                         bar.update(1)
         finally:
             bar.close()
+
+
+def reap_leftovers(scratch_root: Path) -> int:
+    """Kill processes a killed run left working in ``scratch_root``; remove orphaned cgroups."""
+    import psutil
+
+    from .limits import remove_orphaned_cgroups
+
+    root = str(scratch_root.resolve())
+    killed = 0
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        try:
+            where = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
+            if root in where and proc.pid != os.getpid():
+                proc.kill()
+                killed += 1
+        except psutil.Error:
+            pass
+    remove_orphaned_cgroups()
+    return killed
 
 
 def sandbox_readonly_paths() -> list[str]:

@@ -164,3 +164,28 @@ class MemoryCgroup:
             self.path.rmdir()
         except OSError:
             pass
+
+
+def remove_orphaned_cgroups(prefix: str = "autograder") -> int:
+    """Destroy child cgroups made by grader processes that no longer exist (killed runs)."""
+    import re
+
+    removed = 0
+    for parent in (_v2_parent(), _v1_parent()):
+        if parent is None:
+            continue
+        version = "v2" if parent == _v2_parent() else "v1"
+        for path in parent.glob(f"{prefix}-*"):
+            match = re.match(rf"{prefix}-(\d+)-", path.name)
+            if not match or not path.is_dir():
+                continue
+            try:
+                os.kill(int(match.group(1)), 0)
+                continue  # its grader is alive
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            MemoryCgroup(path=path, version=version, limit=None).destroy()
+            removed += 1
+    return removed

@@ -210,12 +210,21 @@ class SandboxedKernelManager(AsyncKernelManager):
         return await super()._async_pre_start_kernel(**kw)
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-        kernel_cmd = super().format_kernel_cmd(extra_arguments)
+        # IPython's history database would keep every cell already run -- hidden
+        # tests of earlier test cells included -- in a file later cells can read
+        extra = [*(extra_arguments or []), "--HistoryManager.enabled=False"]
+        kernel_cmd = super().format_kernel_cmd(extra)
         self.bwrap_command = self.sandbox_command(kernel_cmd)
+        command = list(self.bwrap_command)
+        # bwrap's --die-with-parent ties the sandbox to bwrap, not bwrap to whoever
+        # started it: without this a grader killed with -9 leaves the sandbox running
+        setpriv = shutil.which("setpriv", path="/usr/bin:/bin")
+        if setpriv:
+            command = [setpriv, "--pdeathsig", "KILL", "--", *command]
         if self.cgroup_procs:
             # join the cgroup in the launched process itself, before bwrap forks
-            return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', self.cgroup_procs, *self.bwrap_command]
-        return list(self.bwrap_command)
+            command = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', self.cgroup_procs, *command]
+        return command
 
     def sandbox_env(self) -> dict[str, str]:
         venv_bin = os.path.dirname(os.path.abspath(sys.executable))

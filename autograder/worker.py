@@ -420,14 +420,19 @@ def _unreadable(template, why: str):
 def _run(nb, scratch: Path, name: str, job: GradingJob, km=None):
     from .execute import execute_assembled
 
-    output_path = scratch / f".executed-{name}"
-    return execute_assembled(
-        nb, scratch, output_path,
-        kernel_name=job.kernel_name,
-        cell_timeout=job.cell_timeout,
-        notebook_timeout=job.timeout,
-        km=km,
-    )
+    # papermill saves the notebook as it runs, hidden tests included: never where
+    # the kernel can read it (the scratch directory is the sandbox's working dir)
+    private = Path(tempfile.mkdtemp(prefix="executed-", dir=job.scratch_root))
+    try:
+        return execute_assembled(
+            nb, scratch, private / name,
+            kernel_name=job.kernel_name,
+            cell_timeout=job.cell_timeout,
+            notebook_timeout=job.timeout,
+            km=km,
+        )
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def _describe(event: dict) -> str:
