@@ -69,6 +69,15 @@ def _v1_parent() -> Path | None:
     return parent if os.access(parent, os.W_OK) else None
 
 
+def _v1_pids_parent() -> Path | None:
+    own = _own_cgroups().get("pids")
+    mount = CGROUP_ROOT / "pids"
+    if own is None or not (mount / "cgroup.procs").exists():
+        return None
+    parent = mount / own.lstrip("/")
+    return parent if os.access(parent, os.W_OK) else None
+
+
 def memory_cgroup_support() -> tuple[str | None, str]:
     """("v2" | "v1" | None, explanation)."""
     if _v2_parent() is not None:
@@ -86,17 +95,35 @@ class MemoryCgroup:
     path: Path
     version: str
     limit: int | None
+    pids_path: Path | None = None  # cgroup v1 keeps the pids controller in a hierarchy of its own
+    pids_limit: int | None = None
+
+    @property
+    def procs_files(self) -> list[Path]:
+        """The ``cgroup.procs`` files a process writes its pid into to join (all controllers)."""
+        return [self.path / "cgroup.procs"] + ([self.pids_path / "cgroup.procs"] if self.pids_path else [])
 
     @classmethod
-    def create(cls, limit: int | None, prefix: str = "autograder") -> "MemoryCgroup | None":
-        """A new child cgroup with ``limit`` bytes (None: no limit, the group still reaps leftovers)."""
+    def create(cls, limit: int | None, prefix: str = "autograder",
+               pids_limit: int | None = None) -> "MemoryCgroup | None":
+        """A new child cgroup with ``limit`` bytes (None: no limit, the group still reaps leftovers)
+        and at most ``pids_limit`` tasks (processes and threads), where the pids controller exists."""
         version, _ = memory_cgroup_support()
         if version is None:
             return None
         parent = _v2_parent() if version == "v2" else _v1_parent()
-        path = parent / f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        name = f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        path = parent / name
+        pids_path = None
         try:
             path.mkdir()
+            if pids_limit is not None:
+                if version == "v2" and (path / "pids.max").exists():
+                    (path / "pids.max").write_text(str(pids_limit))
+                elif version == "v1" and _v1_pids_parent() is not None:
+                    pids_path = _v1_pids_parent() / name
+                    pids_path.mkdir()
+                    (pids_path / "pids.max").write_text(str(pids_limit))
             if limit is None:
                 pass
             elif version == "v2":
@@ -108,21 +135,38 @@ class MemoryCgroup:
                 if swap.exists():
                     swap.write_text(str(limit))
         except OSError:
-            try:
-                path.rmdir()
-            except OSError:
-                pass
+            for p in (pids_path, path):
+                try:
+                    p and p.rmdir()
+                except OSError:
+                    pass
             return None
-        return cls(path=path, version=version, limit=limit)
+        return cls(path=path, version=version, limit=limit, pids_path=pids_path, pids_limit=pids_limit)
 
     def add(self, pid: int) -> None:
-        (self.path / "cgroup.procs").write_text(str(pid))
+        for procs in self.procs_files:
+            procs.write_text(str(pid))
 
     def pids(self) -> list[int]:
+        found: set[int] = set()
+        for procs in self.procs_files:
+            try:
+                found |= {int(p) for p in procs.read_text().split()}
+            except OSError:
+                pass
+        return sorted(found)
+
+    def pids_limit_hit(self) -> bool:
+        """Whether a fork failed because the group was at its task limit."""
+        where = self.pids_path or self.path
         try:
-            return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
-        except OSError:
-            return []
+            for line in (where / "pids.events").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "max" and int(value) > 0:
+                    return True
+        except (OSError, ValueError):
+            pass
+        return False
 
     def oom_kills(self) -> int:
         """How many processes the OOM killer took in this group (0 if it cannot tell)."""
@@ -160,10 +204,11 @@ class MemoryCgroup:
                 except ProcessLookupError:
                     pass
             time.sleep(0.02)
-        try:
-            self.path.rmdir()
-        except OSError:
-            pass
+        for path in (self.pids_path, self.path):
+            try:
+                path and path.rmdir()
+            except OSError:
+                pass
 
 
 def remove_orphaned_cgroups(prefix: str = "autograder") -> int:
@@ -171,7 +216,7 @@ def remove_orphaned_cgroups(prefix: str = "autograder") -> int:
     import re
 
     removed = 0
-    for parent in (_v2_parent(), _v1_parent()):
+    for parent in (_v2_parent(), _v1_parent(), _v1_pids_parent()):
         if parent is None:
             continue
         version = "v2" if parent == _v2_parent() else "v1"

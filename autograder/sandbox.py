@@ -160,7 +160,8 @@ class SandboxedKernelManager(AsyncKernelManager):
     writable_paths = List(Unicode(), help="extra read-write paths").tag(config=True)
     env = Dict(help="extra environment variables of the kernel").tag(config=True)
     device_paths = List(Unicode(), help="device nodes passed through").tag(config=True)
-    cgroup_procs = Unicode("", help="cgroup.procs file the sandbox joins before it starts").tag(config=True)
+    cgroup_procs = Unicode("", help="cgroup.procs file(s), os.pathsep-separated, the sandbox joins "
+                                    "before it starts").tag(config=True)
     bwrap = Unicode(help="the bwrap executable").tag(config=True)
     hide_sys = Bool(True, help="leave /sys out of the sandbox").tag(config=True)
 
@@ -223,7 +224,9 @@ class SandboxedKernelManager(AsyncKernelManager):
             command = [setpriv, "--pdeathsig", "KILL", "--", *command]
         if self.cgroup_procs:
             # join the cgroup in the launched process itself, before bwrap forks
-            command = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', self.cgroup_procs, *command]
+            # several files (memory and pids hierarchies of cgroup v1) are joined by os.pathsep
+            join = 'IFS=:; for f in $0; do echo $$ > "$f" || exit 1; done; exec "$@"'
+            command = ["/bin/sh", "-c", join, self.cgroup_procs, *command]
         return command
 
     def sandbox_env(self) -> dict[str, str]:

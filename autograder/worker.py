@@ -52,6 +52,7 @@ class GradingJob:
     scratch_root: str | None = None  # where scratch directories go (None: the system's temp dir)
     sandbox: bool = True             # run the kernel under bubblewrap (autograder.sandbox)
     readonly_paths: list[str] = field(default_factory=list)  # what the sandbox shows besides Python
+    pids_limit: int | None = 1024    # processes + threads of one kernel and its children (fork bombs)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -143,10 +144,11 @@ class KernelSettings:
     memory_limit: int | None = None
     sandbox: bool = True
     readonly_paths: tuple[str, ...] = ()
+    pids_limit: int | None = None
 
     @classmethod
     def of(cls, job: GradingJob) -> "KernelSettings":
-        return cls(job.kernel_name, job.memory_limit, job.sandbox, tuple(job.readonly_paths))
+        return cls(job.kernel_name, job.memory_limit, job.sandbox, tuple(job.readonly_paths), job.pids_limit)
 
 
 def start_kernel(settings: KernelSettings, cwd: Path):
@@ -163,12 +165,13 @@ def start_kernel(settings: KernelSettings, cwd: Path):
 
     from .limits import MemoryCgroup
 
-    cgroup = MemoryCgroup.create(settings.memory_limit)
+    cgroup = MemoryCgroup.create(settings.memory_limit, pids_limit=settings.pids_limit)
     if settings.sandbox:
         from .sandbox import SandboxedKernelManager
 
+        procs = os.pathsep.join(str(p) for p in cgroup.procs_files) if cgroup else ""
         km = SandboxedKernelManager(kernel_name=settings.kernel_name, readonly_paths=list(settings.readonly_paths),
-                                    cgroup_procs=str(cgroup.path / "cgroup.procs") if cgroup else "")
+                                    cgroup_procs=procs)
     else:
         km = AsyncKernelManager(kernel_name=settings.kernel_name)
     try:
@@ -199,6 +202,7 @@ def stop_kernel(km) -> None:
     cgroup = getattr(km, "autograder_cgroup", None)
     if cgroup is not None:
         km.autograder_oom_kills = cgroup.oom_kills()  # read before the group is gone
+        km.autograder_pids_hit = cgroup.pids_limit_hit()
         cgroup.destroy()
 
 
@@ -341,6 +345,8 @@ def grade_submission(job: GradingJob) -> GradingResult:
             out = _run(nb, scratch, name, job, kernel)
             if job.memory_limit and getattr(kernel, "autograder_oom_kills", 0):
                 _blame_memory(out, job.memory_limit)
+            if getattr(kernel, "autograder_pids_hit", False):
+                result.events.append({"kind": "process-limit", "cell": None, "grade_id": None, "notebook": name})
             record = out.metadata.get("autograder", {}).get("execution", {})
             cells_seconds += float(record.get("cells_seconds", 0.0))
             for event in record.get("events", []):
@@ -442,6 +448,7 @@ def _describe(event: dict) -> str:
         "notebook-timeout": f"notebook time limit hit in {where}",
         "kernel-died": f"kernel died in {where}",
         "memory-limit": f"memory limit hit in {where}",
+        "process-limit": f"process limit hit in {event.get('notebook')} (a fork bomb?)",
     }.get(event["kind"], f"{event['kind']} in {where}")
 
 

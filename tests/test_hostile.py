@@ -117,6 +117,17 @@ def hostile(tmp_path_factory):
               "    os._exit(0)\n"
               "def mean(xs):\n    return sum(xs) / len(xs)")
     submit(root, "daemon", fill_answers(rel, src, solved=ALL_ANSWERS - {"mean"}, answers={"mean": daemon}))
+    bomb = ("import os, time\nforked = 0\n"
+            "try:\n"
+            "    for _ in range(100_000):\n"
+            "        if os.fork() == 0:\n"
+            "            time.sleep(120)\n"
+            "            os._exit(0)\n"
+            "        forked += 1\n"
+            "except OSError:\n"
+            "    pass\n"
+            "def mean(xs):\n    return sum(xs) / len(xs)")
+    submit(root, "fork-bomb", fill_answers(rel, src, solved=ALL_ANSWERS - {"mean"}, answers={"mean": bomb}))
     submit(root, "exits", fill_answers(rel, src, solved=ALL_ANSWERS - {"mean"},
                                        answers={"mean": "import os\nos._exit(3)"}))
     submit(root, "honest", fill_answers(rel, src, solved=ALL_ANSWERS))
@@ -172,3 +183,16 @@ def test_a_daemon_does_not_outlive_its_grading(hostile):
     assert writers == []
     assert not list(root.rglob("still-here.txt")) or all(
         p.stat().st_mtime < time.time() - 0.5 for p in root.rglob("still-here.txt"))
+
+
+def test_a_fork_bomb_is_capped_reported_and_cleaned_up(hostile):
+    from autograder.limits import _v1_pids_parent, _v2_parent
+
+    root, report, *_ = hostile
+    if _v1_pids_parent() is None and _v2_parent() is None:
+        pytest.skip("no pids cgroup controller here")
+    line = next(l for l in report.splitlines() if l.startswith("fork-bomb "))
+    assert "process limit hit" in line
+    assert cell_scores(root)["fork-bomb"]["test_mean"] == 3  # forks failed; the rest of the cell ran
+    sleepers = [p for p in psutil.process_iter(["cwd"]) if (p.info["cwd"] or "").startswith(str(root))]
+    assert sleepers == []
