@@ -40,6 +40,29 @@ def _execution_record(nb: NotebookNode) -> dict[str, Any]:
 class GradingNotebookClient(PapermillNotebookClient):
     """Papermill's client, made to go on after errors, cell timeouts and a dead kernel."""
 
+    #: bytes of output one cell may leave in the graded notebook; the rest is dropped with a note
+    output_limit = 1_000_000
+
+    def output(self, outs, msg, display_id, cell_index):
+        """nbclient's output handler, with a per-cell cap: a 200 MB print leaves a small notebook."""
+        content = msg.get("content", {})
+        if msg.get("msg_type") == "error":  # errors decide scores: always kept, tracebacks trimmed
+            content["traceback"] = [line[:2000] for line in content.get("traceback", [])[-30:]]
+            return super().output(outs, msg, display_id, cell_index)
+        size = _content_size(content)
+        used = self._output_used.get(cell_index, 0)
+        self._output_used[cell_index] = used + size
+        if used + size <= self.output_limit:
+            return super().output(outs, msg, display_id, cell_index)
+        if used <= self.output_limit:  # the first output past the cap: leave a note, once
+            outs.append(nbformat.v4.new_output(
+                "stream", name="stdout",
+                text=f"\n[autograder: this cell's output passed {self.output_limit // 1000} kB; the rest was dropped]\n"))
+            record = _execution_record(self.nb)
+            cell = self.nb.cells[cell_index]
+            record["events"].append({"kind": "output-limit", "cell": cell_index, "grade_id": _gid(cell)})
+        return None
+
     def __init__(self, nb_man, notebook_timeout: float | None = None, **kw):
         kw.setdefault("allow_errors", True)
         kw.setdefault("interrupt_on_timeout", True)
@@ -52,6 +75,7 @@ class GradingNotebookClient(PapermillNotebookClient):
         self._deadline_hit = threading.Event()
         self._timed_out_cell: int | None = None
         self._current_index: int | None = None
+        self._output_used: dict[int, int] = {}
 
     # nbclient calls this when a cell passes `timeout`
     async def _async_handle_timeout(self, timeout, cell=None):
@@ -130,6 +154,14 @@ class GradingNotebookClient(PapermillNotebookClient):
                     self.nb.metadata["language_info"] = info["content"]["language_info"]
             self.set_widgets_metadata()
         return self.nb
+
+
+def _content_size(content: dict) -> int:
+    """Rough size of an output message: the text and data it would add to the notebook."""
+    size = len(content.get("text", "") or "")
+    for value in (content.get("data") or {}).values():
+        size += len(value) if isinstance(value, str) else len(str(value))
+    return size
 
 
 def _gid(cell) -> str | None:

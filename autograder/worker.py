@@ -448,6 +448,7 @@ def _describe(event: dict) -> str:
         "notebook-timeout": f"notebook time limit hit in {where}",
         "kernel-died": f"kernel died in {where}",
         "memory-limit": f"memory limit hit in {where}",
+        "output-limit": f"output limit hit in {where} (the rest of its output was dropped)",
         "process-limit": f"process limit hit in {event.get('notebook')} (a fork bomb?)",
     }.get(event["kind"], f"{event['kind']} in {where}")
 

@@ -128,6 +128,8 @@ def hostile(tmp_path_factory):
             "    pass\n"
             "def mean(xs):\n    return sum(xs) / len(xs)")
     submit(root, "fork-bomb", fill_answers(rel, src, solved=ALL_ANSWERS - {"mean"}, answers={"mean": bomb}))
+    shout = "print('x' * 200_000_000)\ndef mean(xs):\n    return sum(xs) / len(xs)"
+    submit(root, "floods-output", fill_answers(rel, src, solved=ALL_ANSWERS - {"mean"}, answers={"mean": shout}))
     submit(root, "exits", fill_answers(rel, src, solved=ALL_ANSWERS - {"mean"},
                                        answers={"mean": "import os\nos._exit(3)"}))
     submit(root, "honest", fill_answers(rel, src, solved=ALL_ANSWERS))
@@ -196,3 +198,13 @@ def test_a_fork_bomb_is_capped_reported_and_cleaned_up(hostile):
     assert cell_scores(root)["fork-bomb"]["test_mean"] == 3  # forks failed; the rest of the cell ran
     sleepers = [p for p in psutil.process_iter(["cwd"]) if (p.info["cwd"] or "").startswith(str(root))]
     assert sleepers == []
+
+
+def test_a_200_mb_print_leaves_a_small_notebook_with_a_note(hostile):
+    root, report, *_ = hostile
+    graded = root / "autograded" / "floods-output" / TOY_LAB / TOY_NOTEBOOK
+    assert graded.stat().st_size < 3_000_000
+    assert "the rest was dropped" in graded.read_text()
+    assert cell_scores(root)["floods-output"]["test_mean"] == 3
+    line = next(l for l in report.splitlines() if l.startswith("floods-output "))
+    assert "output limit hit in toy.ipynb cell mean" in line
