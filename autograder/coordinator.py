@@ -57,10 +57,13 @@ class Row:
     message: str = ""
     seconds: dict = field(default_factory=dict)
     manual_pending: float = 0.0
+    notes: int = 0
 
     @property
     def status_line(self) -> str:
         text = self.status if not self.message else f"{self.status}: {self.message}"
+        if self.notes:
+            text += f" [{self.notes} note{'s' * (self.notes > 1)} in the feedback]"
         if self.manual_pending:
             text += f" (+{self.manual_pending:g} to grade by hand)"
         return text
@@ -243,7 +246,7 @@ class Coordinator:
         if not result.retry:  # a grader failure is graded again on the next run
             atomic_write(self._recorded_path(job.student), result.to_json())
         return Row(result.student, result.score, result.max_score, result.status, result.message, result.seconds,
-                   result.manual_pending)
+                   result.manual_pending, len(result.notes))
 
     def _execute(self, jobs: list[GradingJob]) -> Iterable[tuple[GradingJob, GradingResult]]:
         """Grade ``jobs`` in a pool of worker processes, yielding each result as it comes.

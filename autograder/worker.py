@@ -116,24 +116,34 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         raise
 
 
-def _copy_plain_files(src: Path, dest: Path, skip: set[str], budget: int) -> int:
-    """Copy regular files under ``src`` (no symlinks, no notebooks in ``skip``); return bytes copied."""
-    used = 0
+def _copy_plain_files(src: Path, dest: Path, skip: set[str], budget: int) -> list[str]:
+    """Copy regular files under ``src`` into ``dest``; return notes on what was left out.
+
+    Symlinks are never followed (one could point at another student's work), and
+    files that would take the copy past ``budget`` bytes are left out, not fatal:
+    the notebook is still graded.
+    """
+    used, notes = 0, []
     for root, dirs, files in os.walk(src, followlinks=False):
         dirs[:] = [d for d in dirs if d not in {".ipynb_checkpoints", "__pycache__", "hidden"}]
-        for name in files:
+        for name in sorted(files):
             path = Path(root) / name
             rel = path.relative_to(src)
-            if str(rel) in skip or path.is_symlink() or not path.is_file() or name == "lab.toml":
+            if str(rel) in skip or name == "lab.toml":
+                continue
+            if path.is_symlink() or not path.is_file():
+                notes.append(f"{rel} is a link or not a regular file: not copied")
                 continue
             size = path.stat().st_size
             if used + size > budget:
-                raise SubmissionError(f"submission is larger than {budget // 2**20} MiB ({rel} and more)")
+                notes.append(f"{rel} ({size / 2**20:.0f} MiB) left out: submissions may hold "
+                             f"{budget // 2**20} MiB of files")
+                continue
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
             used += size
-    return used
+    return notes
 
 
 @dataclass(frozen=True)
@@ -316,7 +326,7 @@ def grade_submission(job: GradingJob) -> GradingResult:
     try:
         submission = Path(job.submission_dir)
         # the student's files first, then the lab's own files over them (as nbgrader does)
-        _copy_plain_files(submission, scratch, skip=set(job.templates), budget=MAX_SUBMISSION_BYTES)
+        result.notes += _copy_plain_files(submission, scratch, skip=set(job.templates), budget=MAX_SUBMISSION_BYTES)
         if job.lab_files_dir:
             _copy_plain_files(Path(job.lab_files_dir), scratch, skip=set(job.templates), budget=2**40)
         for name, template_path in sorted(job.templates.items()):
@@ -353,9 +363,13 @@ def grade_submission(job: GradingJob) -> GradingResult:
                 result.events.append({**event, "notebook": name})
             executed[name] = out
             result.scores += [s.to_dict() for s in score_notebook(out, name.removesuffix(".ipynb"))]
-        # write the autograded notebooks (nbgrader's layout, so formgrader and feedback find them)
+        # write the autograded notebooks (nbgrader's layout, so formgrader and feedback find them),
+        # with what the grader noticed on top, for the student and the instructor
         out_dir = Path(job.output_dir)
         for name, nb in executed.items():
+            if result.notes:
+                lines = "\n".join(f"- {note}" for note in result.notes)
+                nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"**Notes from the autograder**\n\n{lines}"))
             atomic_write(out_dir / name, nbformat.writes(nb))
         stamp = Path(job.submission_dir) / "timestamp.txt"
         if stamp.is_file() and not stamp.is_symlink():

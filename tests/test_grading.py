@@ -84,6 +84,20 @@ def toy_course(tmp_path_factory) -> Path:
     missing = submit(root, "missing-notebook", rel)
     (missing / TOY_NOTEBOOK).rename(missing / "something-else.ipynb")
 
+    # junk beside a good notebook: an extra notebook, a cell with an unknown grade id, a link out of
+    # the submission, a file too big to copy -- each is noted and the notebook is still graded
+    extra = submit(root, "extra-notebook", fill_answers(rel, src, solved={"square", "total"}))
+    nbformat.write(rel, extra / "scratchpad.ipynb")
+    unknown = fill_answers(rel, src, solved={"square", "total"})
+    unknown.cells.append(nbformat.v4.new_code_cell("x = 1", metadata={"nbgrader": {
+        "grade_id": "bogus", "solution": True, "grade": True, "points": 50, "locked": False, "schema_version": 3}}))
+    submit(root, "unknown-grade-id", unknown)
+    linked = submit(root, "links-out", fill_answers(rel, src, solved={"square", "total"}))
+    (linked / "answers.csv").symlink_to(root / "solutions" / TOY_LAB / TOY_NOTEBOOK)
+    big = submit(root, "huge-file", fill_answers(rel, src, solved={"square", "total"}))
+    with open(big / "data.bin", "wb") as fh:
+        fh.truncate(70 * 2**20)
+
     proc = run_cli("grade", TOY_LAB, "--course-dir", str(root), "--workers", "2")
     (root / "first-run.txt").write_text(proc.stdout + proc.stderr)
     return root
@@ -122,6 +136,22 @@ def test_tampering_is_scored_as_the_source_says(toy_course, student):
     with Gradebook(f"sqlite:///{toy_course / 'gradebook.db'}") as gb:
         submission = gb.find_submission(TOY_LAB, student)
         assert submission.max_score == 8  # points come from the source, not the submission
+
+
+@pytest.mark.parametrize("student,note", [
+    ("extra-notebook", None),
+    ("unknown-grade-id", None),
+    ("links-out", "answers.csv is a link"),
+    ("huge-file", "data.bin (70 MiB) left out"),
+])
+def test_junk_beside_the_notebook_is_noted_and_the_notebook_graded(toy_course, student, note):
+    assert cell_scores(toy_course)[student] == cell_scores(toy_course)["partial"]
+    graded = (toy_course / "autograded" / student / TOY_LAB / TOY_NOTEBOOK).read_text()
+    if note:
+        assert note in graded
+        line = next(l for l in (toy_course / "first-run.txt").read_text().splitlines() if l.startswith(student))
+        assert "note" in line
+    assert not (toy_course / "autograded" / student / TOY_LAB / "answers.csv").exists()
 
 
 @pytest.mark.parametrize("student,cause", [
