@@ -60,22 +60,18 @@ def _v2_parent() -> Path | None:
         return None
 
 
-def _v1_parent() -> Path | None:
-    own = _own_cgroups().get("memory")
-    mount = CGROUP_ROOT / "memory"
-    if own is None or not (mount / "memory.limit_in_bytes").exists():
+def _v1_parent(controller: str = "memory", probe: str = "memory.limit_in_bytes") -> Path | None:
+    """This process's cgroup in the v1 hierarchy of ``controller``, if it exists and we may write it."""
+    own = _own_cgroups().get(controller)
+    mount = CGROUP_ROOT / controller
+    if own is None or not (mount / probe).exists():
         return None
     parent = mount / own.lstrip("/")
     return parent if os.access(parent, os.W_OK) else None
 
 
 def _v1_pids_parent() -> Path | None:
-    own = _own_cgroups().get("pids")
-    mount = CGROUP_ROOT / "pids"
-    if own is None or not (mount / "cgroup.procs").exists():
-        return None
-    parent = mount / own.lstrip("/")
-    return parent if os.access(parent, os.W_OK) else None
+    return _v1_parent("pids", "cgroup.procs")
 
 
 def memory_cgroup_support() -> tuple[str | None, str]:

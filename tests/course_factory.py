@@ -121,3 +121,12 @@ def submit(root: Path, student: str, nb: nbformat.NotebookNode | bytes, lab: str
 def fill_answers(release_nb, source_nb, answers: dict[str, str] | None = None, solved: set[str] | None = None):
     """A student's notebook: the release with ``solved`` answers from the source and ``answers`` as given."""
     return student_version(release_nb, source_nb, solved=solved, answers=answers)
+
+
+def released_course(root: Path):
+    """A toy course, released: (root, the released notebook, the source notebook)."""
+    from conftest import run_cli
+
+    make_course(root)
+    run_cli("release", TOY_LAB, "--course-dir", str(root))
+    return root, nbformat.read(root / "labs" / TOY_LAB / TOY_NOTEBOOK, as_version=4), toy_source_notebook()

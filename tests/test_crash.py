@@ -16,7 +16,6 @@ from pathlib import Path
 
 import nbformat
 import psutil
-import pytest
 
 from conftest import run_cli
 from course_factory import TOY_LAB, TOY_NOTEBOOK, fill_answers, make_course, submit, toy_source_notebook

@@ -11,13 +11,12 @@ import threading
 import time
 from pathlib import Path
 
-import nbformat
 import psutil
 import pytest
 
 from autograder.sandbox import bwrap_available
 from conftest import run_cli
-from course_factory import TOY_LAB, TOY_NOTEBOOK, fill_answers, make_course, submit, toy_source_notebook
+from course_factory import released_course, TOY_LAB, TOY_NOTEBOOK, fill_answers, submit
 from test_grading import ALL_ANSWERS, cell_scores
 
 pytestmark = pytest.mark.skipif(not bwrap_available()[0], reason=bwrap_available()[1])
@@ -50,10 +49,7 @@ def digest_tree(root: Path, skip: tuple[str, ...]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
-    root = make_course(tmp_path_factory.mktemp("hostile"))
-    run_cli("release", TOY_LAB, "--course-dir", str(root))
-    rel = nbformat.read(root / "labs" / TOY_LAB / TOY_NOTEBOOK, as_version=4)
-    src = toy_source_notebook()
+    root, rel, src = released_course(tmp_path_factory.mktemp("hostile"))
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))

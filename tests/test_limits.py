@@ -1,20 +1,16 @@
 """Time limits: a slow cell is interrupted and the rest still score; past the notebook limit the kernel dies."""
 from __future__ import annotations
 
-import nbformat
 import pytest
 
 from conftest import run_cli
-from course_factory import TOY_LAB, TOY_NOTEBOOK, fill_answers, make_course, submit, toy_source_notebook
+from course_factory import released_course, TOY_LAB, fill_answers, submit
 from test_grading import ALL_ANSWERS, cell_scores
 
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory):
-    root = make_course(tmp_path_factory.mktemp("limits"))
-    run_cli("release", TOY_LAB, "--course-dir", str(root))
-    rel = nbformat.read(root / "labs" / TOY_LAB / TOY_NOTEBOOK, as_version=4)
-    src = toy_source_notebook()
+    root, rel, src = released_course(tmp_path_factory.mktemp("limits"))
     loop = "def square(x):\n    while True:\n        pass"
     # the slow answer only *defines* square; the test cell calling it hangs
     submit(root, "loops", fill_answers(rel, src, solved=ALL_ANSWERS - {"square"}, answers={"square": loop}))
