@@ -1,7 +1,8 @@
 """Grade the same submissions with `nbgrader autograde` and with `autograder grade --workers N`.
 
-Prints both wall times, their ratio, and our per-submission overhead beyond
-executing the cells (worker time minus the time the kernel spent in cells).
+Prints both wall times, their ratio, our per-submission overhead beyond
+executing the cells (worker time minus the time the kernel spent in cells), and
+the same run without the sandbox, for the sandbox's own cost.
 
     .venv/bin/python bench/grading_throughput.py [--submissions 12] [--workers 2] [--lab toy|day2-fairness]
 
@@ -86,10 +87,13 @@ def main() -> None:
         build(ours, args.lab, args.submissions)
         shutil.copytree(ours, theirs)
         t_nbgrader = timed([str(BIN / "nbgrader"), "autograde", args.lab, "--force"], theirs)
-        t_ours = timed([str(BIN / "autograder"), "grade", args.lab, "--workers", str(args.workers), "--force",
-                        "--no-progress"], ours)
+        grade = [str(BIN / "autograder"), "grade", args.lab, "--workers", str(args.workers), "--force", "--no-progress"]
+        t_plain = timed(grade + ["--no-sandbox"], ours)
+        plain = [json.loads(p.read_text()) for p in (ours / ".autograder" / args.lab / "results").glob("*.json")]
+        t_ours = timed(grade, ours)
         results = [json.loads(p.read_text()) for p in (ours / ".autograder" / args.lab / "results").glob("*.json")]
         overhead = [r["seconds"]["total"] - r["seconds"]["cells"] for r in results]
+        overhead_plain = [r["seconds"]["total"] - r["seconds"]["cells"] for r in plain]
         cells = [r["seconds"]["cells"] for r in results]
     n = args.submissions
     print(f"lab {args.lab}: {n} submissions, {os.cpu_count()} cores")
@@ -99,6 +103,9 @@ def main() -> None:
     print(f"cells executing, median             {statistics.median(cells):7.2f} s/submission")
     print(f"worker overhead beyond cells        median {statistics.median(overhead):.2f} s, "
           f"max {max(overhead):.2f} s per submission (target < 0.5 s)")
+    print(f"same without the sandbox            {t_plain:7.2f} s in all; overhead median "
+          f"{statistics.median(overhead_plain):.2f} s -> sandbox costs "
+          f"{(t_ours - t_plain) / n:+.2f} s per submission")
 
 
 if __name__ == "__main__":
