@@ -247,3 +247,19 @@ def test_a_worker_grades_a_job_file_on_its_own(toy_course, tmp_path):
     assert {s["grade_id"]: s["auto_score"] for s in result["scores"]} == \
         {"test_square": 2.0, "test_mean": 0.0, "test_total": 1.0, "why_mean": 0.0}
     assert (tmp_path / "autograded" / TOY_NOTEBOOK).is_file()
+
+
+def test_a_manual_grade_survives_a_regrade(toy_course):
+    """Grades given in formgrader are the instructor's: a regrade writes only the autograder's part."""
+    with Gradebook(f"sqlite:///{toy_course / 'gradebook.db'}") as gb:
+        grade = gb.find_grade("why_mean", "toy", TOY_LAB, "solution")
+        grade.manual_score = 1.5
+        comment = gb.find_comment("why_mean", "toy", TOY_LAB, "solution")
+        comment.manual_comment = "Good, but say why the weight matters."
+        gb.db.commit()
+    run_cli("grade", TOY_LAB, "--course-dir", str(toy_course), "--student", "solution", "--force")
+    with Gradebook(f"sqlite:///{toy_course / 'gradebook.db'}") as gb:
+        grade = gb.find_grade("why_mean", "toy", TOY_LAB, "solution")
+        assert grade.manual_score == 1.5 and grade.score == 1.5
+        assert gb.find_comment("why_mean", "toy", TOY_LAB, "solution").manual_comment.startswith("Good")
+        assert gb.find_submission(TOY_LAB, "solution").score == 7.5  # 6 autograded + 1.5 by hand
