@@ -32,13 +32,16 @@ def hidden_line_range(source: str) -> tuple[int, int] | None:
 
 
 def _failing_line(traceback: list[str]) -> int | None:
-    """Line in the cell where the error was raised (the last frame that names the cell)."""
-    lines = [int(m.group(1)) for frame in traceback for m in [_CELL_LINE.search(_ANSI.sub("", frame))] if m]
-    cell_frames = [int(m.group(1)) for frame in traceback
-                   for m in [re.search(r"Cell In\s*\[\d*\], line (\d+)", _ANSI.sub("", frame))] if m]
-    if cell_frames:
-        return cell_frames[0]  # the frame in the test cell itself, where the assertion is
-    return lines[0] if lines else None
+    """Line of the test cell where the error was raised.
+
+    IPython lists frames outermost first, so the first frame that names a cell is
+    the test cell itself, even when the error came from a student's function.
+    """
+    for frame in traceback:
+        match = _CELL_LINE.search(_ANSI.sub("", frame))
+        if match:
+            return int(match.group(1))
+    return None
 
 
 class RedactHiddenTests(NbGraderPreprocessor):
