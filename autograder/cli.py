@@ -2,7 +2,8 @@
 
     autograder release LAB [--course-dir D]
     autograder grade LAB [--course-dir D] [--student ID ...] [--workers N]
-                         [--cell-timeout SEC] [--timeout SEC] [--memory-limit SIZE] [--force]
+                         [--cell-timeout SEC] [--timeout SEC] [--memory-limit SIZE] [--disk-limit SIZE]
+                         [--force]
     autograder feedback LAB [--course-dir D] [--student ID]
     autograder export [--course-dir D] [--format csv] -o FILE
     autograder demo [--course-dir D] [--no-book]
@@ -39,6 +40,7 @@ def cmd_grade(args) -> int:
         cell_timeout=args.cell_timeout,
         timeout=args.timeout,
         memory_limit=args.memory_limit,
+        disk_limit=args.disk_limit,
         force=args.force,
         progress=not args.no_progress,
         sandbox=not args.no_sandbox,
@@ -115,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kill a notebook's kernel after SEC seconds (default: the lab's)")
     p.add_argument("--memory-limit", default=None, metavar="SIZE",
                    help="memory for a kernel and its children, e.g. 4G (default: the lab's)")
+    p.add_argument("--disk-limit", default=None, metavar="SIZE",
+                   help="what a kernel may write in its working directory and /tmp, e.g. 1G "
+                        "(default: the lab's, else 1G)")
     p.add_argument("--force", action="store_true", help="regrade submissions that did not change")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-sandbox", action="store_true",

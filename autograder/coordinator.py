@@ -43,6 +43,7 @@ class GradeOptions:
     cell_timeout: float | None = None
     timeout: float | None = None
     memory_limit: str | int | None = None
+    disk_limit: str | int | None = None
     force: bool = False
     progress: bool = True
     sandbox: bool = True
@@ -95,7 +96,8 @@ class Coordinator:
         self.course = course
         self.lab = lab
         self.options = options
-        self.limits = lab.limits.override(options.timeout, options.cell_timeout, options.memory_limit)
+        self.limits = lab.limits.override(options.timeout, options.cell_timeout, options.memory_limit,
+                                          options.disk_limit)
         self.state = course.state / lab.name
         self.templates: dict[str, str] = {}
         self.template_digest = ""
@@ -116,7 +118,7 @@ class Coordinator:
         self.kernel_name = kernel or "python3"
         h.update(json.dumps(self.lab.grading_profile, sort_keys=True, default=str).encode())
         h.update(json.dumps([self.limits.timeout, self.limits.cell_timeout, self.limits.memory_limit,
-                             self.options.sandbox]).encode())
+                             self.limits.disk_limit, self.options.sandbox]).encode())
         h.update(__version__.encode())
         files = _tree_digest(self.lab.source_dir)  # data files the lab ships
         h.update(files.digest())
@@ -138,6 +140,8 @@ class Coordinator:
             timeout=self.limits.timeout,
             cell_timeout=self.limits.cell_timeout,
             memory_limit=self.limits.memory_limit,
+            disk_limit=self.limits.disk_limit,
+            hidden_dir=str(self.lab.hidden_dir) if self.lab.hidden_dir else None,
             digest=digest,
             scratch_root=str(self.state / "scratch"),
             sandbox=self.options.sandbox,
@@ -242,10 +246,32 @@ class Coordinator:
             release_lab(self.course, self.lab.name)
 
     def _record(self, writer: GradebookWriter, job: GradingJob, result: GradingResult) -> Row:
-        writer.record(result, timestamp=read_timestamp(Path(job.submission_dir)))
+        previous = self._load(self._recorded_path(job.student))
+        changed = {key for key, digest in result.answers.items()
+                   if previous is not None and previous.answers.get(key, digest) != digest}
+        # what a person gave for an answer that has changed is cleared: log it first, so
+        # that no kill at any moment loses it (a run killed before the log is complete
+        # finds the grade still there and logs it again; the log keeps one entry)
+        log = self.state / "cleared-manual-grades.jsonl"
+        logged = _read_jsonl(log)
+        seen = {(e.get("student"), e.get("cell"), e.get("answer")) for e in logged}
+        for entry in writer.manual_work(self.lab.name, job.student, changed):
+            entry.update(student=job.student, lab=self.lab.name, answer=result.answers[entry["cell"]])
+            if (job.student, entry["cell"], entry["answer"]) not in seen:
+                _append_jsonl(log, entry)
+                logged.append(entry)
+        writer.record(result, timestamp=read_timestamp(Path(job.submission_dir)), changed=changed)
+        # tell the instructor (again, if a crash cut the run that first cleared them)
+        told = {(e.get("student"), e.get("cell"), e.get("answer")) for e in logged}
+        redo = sorted(key for key in changed if (job.student, key, result.answers[key]) in told)
         if not result.retry:  # a grader failure is graded again on the next run
             atomic_write(self._recorded_path(job.student), result.to_json())
-        return Row(result.student, result.score, result.max_score, result.status, result.message, result.seconds,
+        message = result.message
+        if redo:
+            cells = ", ".join(key.split("/", 1)[1] for key in redo)
+            message = "; ".join(filter(None, [message, f"answer changed since graded by hand: {cells} "
+                                                       f"(old grade kept in {log.name}); grade it again"]))
+        return Row(result.student, result.score, result.max_score, result.status, message, result.seconds,
                    result.manual_pending, len(result.notes))
 
     def _execute(self, jobs: list[GradingJob]) -> Iterable[tuple[GradingJob, GradingResult]]:
@@ -328,6 +354,34 @@ def sandbox_readonly_paths() -> list[str]:
         if not str(location).startswith(str(Path(sys.prefix).resolve())):
             paths.append(str(location))
     return paths
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """The entries of a JSON-lines log; a line cut short by a crash is skipped."""
+    entries = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            pass
+    return entries
+
+
+def _append_jsonl(path: Path, entry: dict) -> None:
+    """Append one line durably; a line a crash cut short stays on a line of its own."""
+    with open(path, "a+b") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell():
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
+        fh.write(json.dumps(entry, sort_keys=True).encode() + b"\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _crashed(job: GradingJob, why: str, retry: bool = True) -> GradingResult:

@@ -17,9 +17,15 @@ Each lab keeps a ``lab.toml`` beside its notebooks (never released)::
     timeout = 600            # whole notebook, seconds
     cell_timeout = 300       # one cell, seconds
     memory_limit = "6G"
+    disk_limit = "1G"        # what the kernel may write (its working directory and /tmp)
 
     [profiles.grading]       # injected into the `parameters` cell when grading
     n_samples = 6000
+
+Files in ``solutions/LAB/hidden/`` are *hidden data*: never released, they are
+visible read-only at ``hidden/`` next to the notebook while it is graded (and
+when the instructor runs the source notebook in place), e.g. a held-out split
+that only hidden tests read.
 """
 from __future__ import annotations
 
@@ -39,7 +45,9 @@ STATE_DIR = ".autograder"  # our own bookkeeping: templates, results, digests
 GRADEBOOK = "gradebook.db"
 COURSE_ID = "responsible-ai-at-scale"
 # never copied into a student release
-RELEASE_IGNORE = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "lab.toml", "hidden"]
+HIDDEN_DIR = "hidden"  # solutions/LAB/hidden: data for grading only
+RELEASE_IGNORE = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "lab.toml", HIDDEN_DIR]
+DEFAULT_DISK_LIMIT = 2**30
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 
@@ -68,12 +76,14 @@ class GradingLimits:
     timeout: float = 900.0       # the whole notebook, seconds
     cell_timeout: float = 300.0  # one cell, seconds
     memory_limit: int | None = None  # bytes, kernel and children together
+    disk_limit: int = DEFAULT_DISK_LIMIT  # bytes the kernel may write (working directory and /tmp)
 
-    def override(self, timeout=None, cell_timeout=None, memory_limit=None) -> "GradingLimits":
+    def override(self, timeout=None, cell_timeout=None, memory_limit=None, disk_limit=None) -> "GradingLimits":
         return GradingLimits(
             timeout=self.timeout if timeout is None else float(timeout),
             cell_timeout=self.cell_timeout if cell_timeout is None else float(cell_timeout),
             memory_limit=self.memory_limit if memory_limit is None else parse_size(memory_limit),
+            disk_limit=self.disk_limit if disk_limit is None else parse_size(disk_limit),
         )
 
 
@@ -92,6 +102,12 @@ class Lab:
     def grading_profile(self) -> dict[str, Any]:
         """Parameters papermill injects when grading (fast enough for 2 CPU cores)."""
         return dict(self.profiles.get("grading", {}))
+
+    @property
+    def hidden_dir(self) -> Path | None:
+        """``solutions/LAB/hidden``: files that exist only while grading (never released)."""
+        path = self.source_dir / HIDDEN_DIR
+        return path if path.is_dir() else None
 
     @classmethod
     def load(cls, source_dir: Path) -> "Lab":
@@ -117,6 +133,7 @@ class Lab:
             timeout=grading.get("timeout"),
             cell_timeout=grading.get("cell_timeout"),
             memory_limit=grading.get("memory_limit"),
+            disk_limit=grading.get("disk_limit"),
         )
         return cls(
             name=source_dir.name,

@@ -3,7 +3,8 @@
 Only the coordinator calls this (one writer).  The semantics are those of
 nbgrader's ``SaveAutoGrades``: the autograder writes ``auto_score`` and never
 ``manual_score``, so a grade or comment given in formgrader survives a regrade
-(nbgrader flags it for review).  A grade cell with no score in the result --
+(nbgrader flags it for review) -- unless the answer it was given for changed:
+then it is cleared, and the coordinator tells the instructor and keeps it in a log.  A grade cell with no score in the result --
 its notebook was missing or could not run -- scores 0, as in
 ``nbgrader autograde``.
 """
@@ -40,13 +41,36 @@ class GradebookWriter:
         except MissingEntry:
             return False
 
-    def record(self, result: GradingResult, timestamp: dt.datetime | None = None) -> None:
+    def manual_work(self, lab: str, student: str, cells: set[str]) -> list[dict]:
+        """What a person gave (manual score, extra credit, comment) for these "notebook/grade_id" cells."""
+        if not cells:
+            return []
+        try:
+            submission = self.gradebook.find_submission(lab, student)
+        except MissingEntry:
+            return []
+        found: dict[str, dict] = {}
+        for notebook in submission.notebooks:
+            for grade in notebook.grades:
+                key = f"{notebook.name}/{grade.name}"
+                if key in cells and (grade.manual_score is not None or grade.extra_credit):
+                    found.setdefault(key, {}).update(manual_score=grade.manual_score, extra_credit=grade.extra_credit)
+            for comment in notebook.comments:
+                key = f"{notebook.name}/{comment.name}"
+                if key in cells and comment.manual_comment:
+                    found.setdefault(key, {})["comment"] = comment.manual_comment
+        return [{"cell": key, **what} for key, what in sorted(found.items())]
+
+    def record(self, result: GradingResult, timestamp: dt.datetime | None = None,
+               changed: set[str] = frozenset()) -> None:
+        """Record ``result``; for the answers in ``changed`` ("notebook/grade_id"), clear what a
+        person gave (see :meth:`manual_work`): it was for another answer."""
         with warnings.catch_warnings():
             # nbgrader 0.9 builds its rows in a way SQLAlchemy 2 warns about (harmless)
             warnings.filterwarnings("ignore", message=".*not in session.*")
-            self._record(result, timestamp)
+            self._record(result, timestamp, changed)
 
-    def _record(self, result: GradingResult, timestamp: dt.datetime | None) -> None:
+    def _record(self, result: GradingResult, timestamp: dt.datetime | None, changed: set[str]) -> None:
         gb = self.gradebook
         gb.update_or_create_student(result.student)
         kwargs = {"timestamp": timestamp} if timestamp else {}
@@ -56,6 +80,9 @@ class GradebookWriter:
         ran = {s["notebook"] for s in result.scores} - set(result.failed_notebooks)
         for notebook in submission.notebooks:
             for grade in notebook.grades:
+                if f"{notebook.name}/{grade.name}" in changed:
+                    grade.manual_score = None
+                    grade.extra_credit = None
                 score = by_cell.get((notebook.name, grade.name))
                 auto = 0.0 if score is None else score["auto_score"]
                 grade.auto_score = auto
@@ -63,6 +90,8 @@ class GradebookWriter:
                 # grade already or when the autograder cannot decide
                 grade.needs_manual_grade = grade.manual_score is not None or auto is None
             for comment in notebook.comments:
+                if f"{notebook.name}/{comment.name}" in changed:
+                    comment.manual_comment = None
                 # a notebook that never ran counts as no response throughout
                 answered = notebook.name in ran and f"{notebook.name}/{comment.name}" not in blank
                 comment.auto_comment = None if answered else "No response."

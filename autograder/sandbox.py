@@ -15,7 +15,13 @@ kernel process is started as ``bwrap [options] -- python -m ipykernel_launcher
   Python needs (read-only), a handful of files from ``/etc``, the scratch
   directory of this one submission (read-write, the kernel's cwd), the paths
   given in ``readonly_paths`` (read-only) and a private, empty ``/tmp``;
-* gets a clean, minimal environment instead of the grader's.
+* gets a clean, minimal environment instead of the grader's;
+* with ``scratch_size`` set, can write only into one private tmpfs of that
+  size (``/tmp``, which holds its working directory ``/tmp/submission``); the
+  files the grader put in the scratch directory are visible read-only at
+  ``/autograder/submission`` and copied into the working directory by
+  :meth:`SandboxedKernelManager.load_submission` before any student code runs.
+  The root of the sandbox is read-only.
 
 The kernel talks to the grader over jupyter_client's ``ipc`` transport: the
 five ZeroMQ sockets are files in a private directory that is bound into the
@@ -50,7 +56,7 @@ import typing as t
 from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import Bool, Dict, List, Unicode, default
+from traitlets import Bool, Dict, Int, List, Unicode, default
 
 #: files and directories of ``/etc`` that the kernel sees (read-only, when present):
 #: the dynamic loader's cache, name service for ``localhost`` and user names,
@@ -80,6 +86,15 @@ ETC_PATHS = (
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 READONLY_ENV = "AUTOGRADER_SANDBOX_READONLY"
+
+#: with ``scratch_size``: the kernel's working directory (on the sized tmpfs) and where the
+#: grader's copy of the submission is visible read-only
+WORKDIR = "/tmp/submission"
+INBOX = "/autograder/submission"
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not be set up for a submission."""
 
 
 def bwrap_path() -> str | None:
@@ -135,7 +150,19 @@ def _default_readonly() -> list[str]:
     return [p for p in value.split(os.pathsep) if p]
 
 
-class SandboxedKernelManager(AsyncKernelManager):
+class LimitedKernelManager(AsyncKernelManager):
+    """``AsyncKernelManager`` whose kernel starts under resource limits (``rlimits``,
+    e.g. ``{"FSIZE": 2**30, "DATA": 4 * 2**30}``; see :func:`autograder.limits.with_rlimits`)."""
+
+    rlimits = Dict(help="RLIMIT_<NAME> -> value for the kernel and all it starts").tag(config=True)
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        from .limits import with_rlimits
+
+        return with_rlimits(super().format_kernel_cmd(extra_arguments), dict(self.rlimits))
+
+
+class SandboxedKernelManager(LimitedKernelManager):
     """``AsyncKernelManager`` whose kernel runs under bubblewrap (see module doc).
 
     Traits (constructor keywords):
@@ -150,6 +177,13 @@ class SandboxedKernelManager(AsyncKernelManager):
     ``device_paths``    device nodes passed through (default: ``/dev/nvidia*`` if present).
     ``cgroup_procs``    a ``cgroup.procs`` file: the sandbox joins that cgroup before
                         it starts, so every process in it is accounted and limited.
+    ``scratch_size``    bytes the kernel may write (0: no cap, and the ``cwd`` given to
+                        ``start_kernel`` is bound read-write as the working directory);
+                        see the module doc.
+    ``workdir_mounts``  ``{name: host path}`` shown read-only at ``name`` inside the
+                        working directory (a lab's hidden data: ``{"hidden": ...}``).
+    ``rlimits``         resource limits of every process in the sandbox (see
+                        :class:`LimitedKernelManager`).
     ``bwrap``           the ``bwrap`` executable.
 
     After ``start_kernel``: ``km.bwrap_command`` is the command line that ran,
@@ -164,6 +198,8 @@ class SandboxedKernelManager(AsyncKernelManager):
                                     "before it starts").tag(config=True)
     bwrap = Unicode(help="the bwrap executable").tag(config=True)
     hide_sys = Bool(True, help="leave /sys out of the sandbox").tag(config=True)
+    scratch_size = Int(0, help="bytes the kernel may write; 0: no cap, cwd bound read-write").tag(config=True)
+    workdir_mounts = Dict(help="name -> host path, read-only inside the working directory").tag(config=True)
 
     @default("readonly_paths")
     def _default_readonly_paths(self) -> list[str]:
@@ -214,7 +250,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         # IPython's history database would keep every cell already run -- hidden
         # tests of earlier test cells included -- in a file later cells can read
         extra = [*(extra_arguments or []), "--HistoryManager.enabled=False"]
-        kernel_cmd = super().format_kernel_cmd(extra)
+        kernel_cmd = AsyncKernelManager.format_kernel_cmd(self, extra)
         self.bwrap_command = self.sandbox_command(kernel_cmd)
         command = list(self.bwrap_command)
         # bwrap's --die-with-parent ties the sandbox to bwrap, not bwrap to whoever
@@ -227,7 +263,9 @@ class SandboxedKernelManager(AsyncKernelManager):
             # several files (memory and pids hierarchies of cgroup v1) are joined by os.pathsep
             join = 'IFS=:; for f in $0; do echo $$ > "$f" || exit 1; done; exec "$@"'
             command = ["/bin/sh", "-c", join, self.cgroup_procs, *command]
-        return command
+        from .limits import with_rlimits
+
+        return with_rlimits(command, dict(self.rlimits))
 
     def sandbox_env(self) -> dict[str, str]:
         venv_bin = os.path.dirname(os.path.abspath(sys.executable))
@@ -263,6 +301,7 @@ class SandboxedKernelManager(AsyncKernelManager):
             "--proc", "/proc",
             "--dev", "/dev",
             # the tmpfs first: binds under /tmp (scratch dirs, the private dir) come after it
+            *(["--size", str(self.scratch_size)] if self.scratch_size else []),
             "--tmpfs", "/tmp",
             "--dir", "/tmp/home",
         ]
@@ -283,13 +322,57 @@ class SandboxedKernelManager(AsyncKernelManager):
             real = os.path.realpath(path)
             if real != path:
                 cmd += ["--ro-bind-try", real, real]
-        for path in [*self.writable_paths, self._sandbox_cwd, self._private_dir]:
+        if self.scratch_size:
+            workdir = WORKDIR
+            cmd += ["--dir", workdir, "--ro-bind", self._sandbox_cwd, INBOX]
+        else:
+            workdir = self._sandbox_cwd
+        for path in [*self.writable_paths, *([] if self.scratch_size else [self._sandbox_cwd]), self._private_dir]:
             path = os.path.abspath(path)
             cmd += ["--bind", path, path]
+        for name, source in sorted(self.workdir_mounts.items()):
+            if "/" in name.strip("/") or name in ("", ".", ".."):
+                raise ValueError(f"workdir_mounts: {name!r} is not a plain name")
+            cmd += ["--ro-bind", os.path.abspath(source), os.path.join(workdir, name)]
         for key, value in self.sandbox_env().items():
             cmd += ["--setenv", key, value]
-        cmd += ["--chdir", self._sandbox_cwd, "--", *kernel_cmd]
+        # nothing else is writable: not even the sandbox's own root directory
+        cmd += ["--remount-ro", "/", "--chdir", workdir, "--", *kernel_cmd]
         return cmd
+
+    @property
+    def workdir(self) -> str | None:
+        """The kernel's working directory inside the sandbox."""
+        return WORKDIR if self.scratch_size else self._sandbox_cwd
+
+    async def load_submission(self, timeout: float = 120) -> None:
+        """Copy the files now in the scratch directory into the kernel's private working directory.
+
+        Only with ``scratch_size`` (otherwise the kernel works in the scratch directory itself).
+        Call it after the grader has put the submission's files in place, before any student
+        code runs: the copy is the kernel's first and only silent execution.  Raises
+        :class:`SandboxError` when the files do not fit in ``scratch_size`` or the kernel fails.
+        """
+        if not self.scratch_size:
+            return
+        code = (f"(lambda shutil: shutil.copytree({INBOX!r}, '.', dirs_exist_ok=True, symlinks=True))"
+                "(__import__('shutil'))")
+        kc = self.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=timeout)
+            reply = await kc.execute(code, silent=True, store_history=False, reply=True, timeout=timeout)
+        except Exception as exc:  # TimeoutError, a dead kernel
+            raise SandboxError(f"the kernel did not take the submission's files: {type(exc).__name__}: {exc}") \
+                from exc
+        finally:
+            kc.stop_channels()
+        content = reply["content"]
+        if content.get("status") != "ok":
+            why = f"{content.get('ename')}: {content.get('evalue')}"
+            if "No space left" in why or "Errno 28" in why:
+                why = f"they do not fit in the disk limit ({self.scratch_size / 2**20:.0f} MiB)"
+            raise SandboxError(f"the submission's files could not be copied into the sandbox: {why}")
 
     # -- processes -----------------------------------------------------------
     def sandbox_pids(self) -> list[int]:

@@ -25,9 +25,9 @@ from typing import Any
 import nbformat
 
 from .assemble import assemble_submission, read_submission
+from .course import HIDDEN_DIR
 from .errors import AutograderError, SubmissionError
 from .parameterize import inject_profile
-from .limits import memory_cgroup_support
 from .score import score_notebook, unanswered, zero_scores
 
 # the worker copies no more than this from a submission directory (issue: huge files)
@@ -53,6 +53,8 @@ class GradingJob:
     sandbox: bool = True             # run the kernel under bubblewrap (autograder.sandbox)
     readonly_paths: list[str] = field(default_factory=list)  # what the sandbox shows besides Python
     pids_limit: int | None = 1024    # processes + threads of one kernel and its children (fork bombs)
+    disk_limit: int | None = None    # bytes the kernel may write (sandbox: a tmpfs of this size)
+    hidden_dir: str | None = None    # the lab's hidden data, read-only at hidden/ while grading
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -75,6 +77,7 @@ class GradingResult:
     no_response: list[str] = field(default_factory=list)  # "notebook/grade_id" of blank answers
     failed_notebooks: list[str] = field(default_factory=list)  # could not run at all: scored 0
     retry: bool = False  # the grader failed, not the submission: grade it again next run
+    answers: dict[str, str] = field(default_factory=dict)  # "notebook/grade_id" -> sha256 of the answer
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -155,10 +158,13 @@ class KernelSettings:
     sandbox: bool = True
     readonly_paths: tuple[str, ...] = ()
     pids_limit: int | None = None
+    disk_limit: int | None = None
+    hidden_dir: str | None = None
 
     @classmethod
     def of(cls, job: GradingJob) -> "KernelSettings":
-        return cls(job.kernel_name, job.memory_limit, job.sandbox, tuple(job.readonly_paths), job.pids_limit)
+        return cls(job.kernel_name, job.memory_limit, job.sandbox, tuple(job.readonly_paths), job.pids_limit,
+                   job.disk_limit, job.hidden_dir)
 
 
 def start_kernel(settings: KernelSettings, cwd: Path):
@@ -167,23 +173,28 @@ def start_kernel(settings: KernelSettings, cwd: Path):
     The cgroup (``km.autograder_cgroup``) caps the memory of the kernel and
     everything it starts, and lets :func:`stop_kernel` kill whatever it left
     behind; a sandboxed kernel joins it before bubblewrap starts, so nothing
-    escapes it.  The kernel's chatter goes nowhere near the report.
+    escapes it.  Where no cgroup can be made, memory is capped per process
+    (``RLIMIT_DATA``).  A file can never be larger than the disk limit
+    (``RLIMIT_FSIZE``); in the sandbox all the kernel writes goes to a tmpfs
+    of that size.  The kernel's chatter goes nowhere near the report.
     """
-    # nbclient drives kernels asynchronously: it needs the async manager
-    from jupyter_client.manager import AsyncKernelManager
     from jupyter_core.utils import run_sync
 
     from .limits import MemoryCgroup
+    from .sandbox import LimitedKernelManager, SandboxedKernelManager
 
     cgroup = MemoryCgroup.create(settings.memory_limit, pids_limit=settings.pids_limit)
+    rlimits = {"FSIZE": settings.disk_limit} if settings.disk_limit else {}
+    if cgroup is None and settings.memory_limit:
+        rlimits["DATA"] = settings.memory_limit
     if settings.sandbox:
-        from .sandbox import SandboxedKernelManager
-
         procs = os.pathsep.join(str(p) for p in cgroup.procs_files) if cgroup else ""
         km = SandboxedKernelManager(kernel_name=settings.kernel_name, readonly_paths=list(settings.readonly_paths),
-                                    cgroup_procs=procs)
+                                    cgroup_procs=procs, rlimits=rlimits, scratch_size=settings.disk_limit or 0,
+                                    workdir_mounts={HIDDEN_DIR: settings.hidden_dir} if settings.hidden_dir else {})
     else:
-        km = AsyncKernelManager(kernel_name=settings.kernel_name)
+        # nbclient drives kernels asynchronously: it needs the async manager
+        km = LimitedKernelManager(kernel_name=settings.kernel_name, rlimits=rlimits)
     try:
         run_sync(km.start_kernel)(cwd=str(cwd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except BaseException:
@@ -197,6 +208,7 @@ def start_kernel(settings: KernelSettings, cwd: Path):
             cgroup.destroy()
             cgroup = None
     km.autograder_cgroup = cgroup
+    km.autograder_rlimits = rlimits
     km.autograder_settings = settings
     return km
 
@@ -347,14 +359,14 @@ def grade_submission(job: GradingJob) -> GradingResult:
                 continue
             result.no_response += [f"{name.removesuffix('.ipynb')}/{gid}" for gid in unanswered(assembly.notebook)]
             result.notes += [f"{name}: {note}" for note in assembly.notes]
+            result.answers.update(answer_digests(assembly.notebook, name.removesuffix(".ipynb")))
             nb = inject_profile(assembly.notebook, job.profile, kernel_name=job.kernel_name)
             km, scratch = _kernel_for(job, scratch, prefix)
-            if job.memory_limit and km.autograder_cgroup is None:
-                result.notes.append(f"memory limit not enforced: {memory_cgroup_support()[1]}")
             kernel, km = km, None  # one kernel runs one notebook; _run stops it
             out = _run(nb, scratch, name, job, kernel)
             if job.memory_limit and getattr(kernel, "autograder_oom_kills", 0):
                 _blame_memory(out, job.memory_limit)
+            _blame_errors(out, memory="DATA" in kernel.autograder_rlimits, disk=bool(job.disk_limit))
             if getattr(kernel, "autograder_pids_hit", False):
                 result.events.append({"kind": "process-limit", "cell": None, "grade_id": None, "notebook": name})
             record = out.metadata.get("autograder", {}).get("execution", {})
@@ -407,13 +419,63 @@ def _kernel_for(job: GradingJob, scratch: Path, prefix: str):
     """
     warm = _warm or WarmKernel()
     km, kernel_dir = warm.take(KernelSettings.of(job), prefix, job.scratch_root)
-    if kernel_dir != scratch:
-        for item in scratch.iterdir():
-            os.replace(item, kernel_dir / item.name)
-        shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        if kernel_dir != scratch:
+            for item in scratch.iterdir():
+                os.replace(item, kernel_dir / item.name)
+            shutil.rmtree(scratch, ignore_errors=True)
+        if job.sandbox:  # hidden data is mounted; the files go into the kernel's private tmpfs
+            from jupyter_core.utils import run_sync
+
+            from .sandbox import SandboxError
+
+            try:
+                run_sync(km.load_submission)()
+            except SandboxError as exc:
+                raise (SubmissionError if "disk limit" in str(exc) else AutograderError)(str(exc)) from None
+        elif job.hidden_dir:
+            shutil.copytree(job.hidden_dir, kernel_dir / HIDDEN_DIR, dirs_exist_ok=True)
+    except BaseException:
+        stop_kernel(km)
+        shutil.rmtree(kernel_dir, ignore_errors=True)
+        raise
     if _warm is not None:
         _warm.start(KernelSettings.of(job), prefix, job.scratch_root)
     return km, kernel_dir
+
+
+def answer_digests(nb, notebook: str) -> dict[str, str]:
+    """``{"notebook/grade_id": sha256}`` of each answer cell's source (to notice a changed answer)."""
+    import hashlib
+
+    out = {}
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("solution") and meta.get("grade_id"):
+            out[f"{notebook}/{meta['grade_id']}"] = hashlib.sha256(cell.source.encode("utf-8")).hexdigest()
+    return out
+
+
+def _blame_errors(nb, memory: bool, disk: bool) -> None:
+    """Name the limit behind a cell's error: a full disk (ENOSPC, EFBIG) or, where memory is capped
+    per process (no cgroup), a ``MemoryError``."""
+    record = nb.metadata.setdefault("autograder", {}).setdefault("execution", {"events": []})
+    events = record.setdefault("events", [])
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for output in cell.get("outputs", []):
+            if output.get("output_type") != "error":
+                continue
+            text = f"{output.get('ename')}: {output.get('evalue')}"
+            kind = None
+            if disk and ("[Errno 28]" in text or "[Errno 27]" in text or "No space left on device" in text):
+                kind = "disk-limit"
+            elif memory and output.get("ename") == "MemoryError":
+                kind = "memory-limit"
+            if kind and not any(e.get("cell") == index and e["kind"] == kind for e in events):
+                gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+                events.append({"kind": kind, "cell": index, "grade_id": gid})
 
 
 def _blame_memory(nb, limit: int) -> None:
@@ -462,6 +524,7 @@ def _describe(event: dict) -> str:
         "notebook-timeout": f"notebook time limit hit in {where}",
         "kernel-died": f"kernel died in {where}",
         "memory-limit": f"memory limit hit in {where}",
+        "disk-limit": f"disk limit hit in {where}",
         "output-limit": f"output limit hit in {where} (the rest of its output was dropped)",
         "process-limit": f"process limit hit in {event.get('notebook')} (a fork bomb?)",
     }.get(event["kind"], f"{event['kind']} in {where}")

@@ -15,10 +15,11 @@ if BIN not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = BIN + os.pathsep + os.environ.get("PATH", "")
 
 
-def run_cli(*args: str, cwd: Path | None = None, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run the installed ``autograder`` console command as a user would."""
+def run_cli(*args: str, cwd: Path | None = None, check: bool = True, timeout: float = 900,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the installed ``autograder`` console command as a user would (``env``: variables to add)."""
     proc = subprocess.run([shutil.which("autograder") or "autograder", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"autograder {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -263,3 +263,31 @@ def test_a_manual_grade_survives_a_regrade(toy_course):
         assert grade.manual_score == 1.5 and grade.score == 1.5
         assert gb.find_comment("why_mean", "toy", TOY_LAB, "solution").manual_comment.startswith("Good")
         assert gb.find_submission(TOY_LAB, "solution").score == 7.5  # 6 autograded + 1.5 by hand
+
+
+def test_a_changed_written_answer_loses_its_manual_grade_and_the_instructor_is_told(toy_course):
+    """A grade given for one answer is not silently kept for another: cleared, logged, reported."""
+    with Gradebook(f"sqlite:///{toy_course / 'gradebook.db'}") as gb:
+        gb.find_grade("why_mean", "toy", TOY_LAB, "partial").manual_score = 2
+        gb.find_grade("test_square", "toy", TOY_LAB, "partial").manual_score = 1  # an override, answer unchanged
+        gb.find_comment("why_mean", "toy", TOY_LAB, "partial").manual_comment = "Spot on."
+        gb.db.commit()
+    rel, src = release_nb(toy_course), toy_source_notebook()
+    submit(toy_course, "partial", fill_answers(rel, src, solved={"square", "total"},
+                                               answers={"why_mean": "Because it is an average, now reworded."}))
+    proc = run_cli("grade", TOY_LAB, "--course-dir", str(toy_course), "--student", "partial", "--no-progress")
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("partial "))
+    assert "answer changed since graded by hand: why_mean" in line, line
+    with Gradebook(f"sqlite:///{toy_course / 'gradebook.db'}") as gb:
+        assert gb.find_grade("why_mean", "toy", TOY_LAB, "partial").manual_score is None
+        assert gb.find_grade("why_mean", "toy", TOY_LAB, "partial").needs_manual_grade
+        assert gb.find_comment("why_mean", "toy", TOY_LAB, "partial").manual_comment is None
+        assert gb.find_grade("test_square", "toy", TOY_LAB, "partial").manual_score == 1  # kept
+    log = [json.loads(l) for l in (toy_course / ".autograder" / TOY_LAB / "cleared-manual-grades.jsonl")
+           .read_text().splitlines()]
+    assert [(e["student"], e["cell"], e["manual_score"], e["comment"]) for e in log] == \
+        [("partial", "toy/why_mean", 2.0, "Spot on.")]
+    # the same submission again: nothing changed, nothing more to say
+    proc = run_cli("grade", TOY_LAB, "--course-dir", str(toy_course), "--student", "partial", "--force",
+                   "--no-progress")
+    assert "graded by hand" not in proc.stdout

@@ -428,3 +428,73 @@ def test_accelerate_gloo_on_loopback(kernel):
     status, out, err = kernel.run(code, timeout=120)
     assert status == "ok", (err, out)
     assert "rank 0 sum 3.0" in out and "rank 1 sum 3.0" in out, out
+
+
+def test_capped_private_workdir(tmp_path):
+    """With ``scratch_size`` the kernel writes only to a tmpfs of that size; the host's copy is its inbox."""
+    from autograder.sandbox import INBOX, WORKDIR, SandboxError
+
+    scratch, hidden = tmp_path / "scratch", tmp_path / "hidden"
+    scratch.mkdir()
+    hidden.mkdir()
+    (hidden / "key.txt").write_text("held out")
+    (scratch / "early.txt").write_text("there at start")
+    km = start(scratch, scratch_size=16 << 20, workdir_mounts={"hidden": str(hidden)})
+    try:
+        (scratch / "late.txt").write_text("put there after the kernel started")  # as a warm kernel gets it
+        run_sync(km.load_submission)()
+        k = Kernel(km)
+        assert k.value("__import__('os').getcwd()") == WORKDIR
+        assert k.value("sorted(__import__('os').listdir('.'))") == ["early.txt", "hidden", "late.txt"]
+        assert k.value("open('late.txt').read()") == "put there after the kernel started"
+        assert k.value("open('hidden/key.txt').read()") == "held out"
+        # the copy ran silently, outside the history and the execution count
+        assert k.value("[any('copytree' in s for s in In[:-1]), get_ipython().execution_count]") == [False, 6]
+        for target in ["hidden/key.txt", f"{INBOX}/early.txt", "/new-file-in-root", "/autograder/x"]:
+            status, _, err = k.run(f"open({target!r}, 'w').write('x')")
+            assert status == "error" and err in {"OSError", "PermissionError"}, (target, err)
+        status, _, err = k.run("open('big.bin', 'wb').write(b'x' * (24 << 20))")
+        assert status == "error" and err == "OSError"
+        status, _, err = k.run("import os; os.remove('big.bin'); open('/tmp/big.bin', 'wb').write(b'x' * (24 << 20))")
+        assert status == "error" and err == "OSError"  # /tmp is the same 16 MiB
+        status, _, err = k.run("open('fits.txt', 'w').write('small')")
+        assert status == "ok", err
+        k.close()
+    finally:
+        run_sync(km.shutdown_kernel)(now=True)
+    # nothing the kernel wrote reached the host
+    assert sorted(p.name for p in scratch.iterdir()) == ["early.txt", "late.txt"]
+    assert [p.name for p in hidden.iterdir()] == ["key.txt"]
+
+    # files that do not fit are refused with a clear reason
+    (scratch / "huge.bin").write_bytes(b"\0" * (20 << 20))
+    km = start(scratch, scratch_size=16 << 20)
+    try:
+        with pytest.raises(SandboxError, match="do not fit in the disk limit"):
+            run_sync(km.load_submission)()
+    finally:
+        run_sync(km.shutdown_kernel)(now=True)
+
+
+def test_rlimits_reach_every_process_of_the_kernel(tmp_path):
+    """The rlimit fallback: set before bwrap starts, inherited by the kernel and what it starts."""
+    from autograder.sandbox import LimitedKernelManager
+
+    data, fsize = 400 << 20, 8 << 20
+    for km in [start(tmp_path, rlimits={"DATA": data, "FSIZE": fsize}),
+               LimitedKernelManager(kernel_name="python3", rlimits={"DATA": data, "FSIZE": fsize})]:
+        if not km.has_kernel:
+            run_sync(km.start_kernel)(cwd=str(tmp_path), stdout=open(os.devnull, "w"), stderr=open(os.devnull, "w"))
+        k = Kernel(km)
+        try:
+            assert k.value("__import__('resource').getrlimit(__import__('resource').RLIMIT_DATA)") == (data, data)
+            status, _, err = k.run("blob = bytearray(1 << 30)")
+            assert status == "error" and err == "MemoryError"
+            child = ("__import__('subprocess').run([__import__('sys').executable, '-c', "
+                     "'bytearray(1 << 30)'], capture_output=True).returncode")
+            assert k.value(child) != 0  # a child is capped as well (each on its own)
+            status, _, err = k.run("open('big.bin', 'wb').write(b'x' * (16 << 20))")
+            assert status == "error" and err == "OSError"  # EFBIG: no file larger than FSIZE
+            assert k.value("1 + 1") == 2
+        finally:
+            k.close()
