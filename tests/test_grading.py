@@ -75,7 +75,19 @@ def toy_course(tmp_path_factory) -> Path:
     kernel.metadata["kernelspec"] = {"name": "no-such-kernel", "display_name": "x", "language": "python"}
     submit(root, "changes-kernel", kernel)
 
+    duplicated = fill_answers(rel, src, solved={"square", "total"},
+                              answers={"mean": "def mean(xs):\n    return 0"})
+    first = next(c for c in duplicated.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "mean")
+    twin = nbformat.from_dict(json.loads(json.dumps(first)))
+    twin.source = "def mean(xs):\n    return sum(xs) / len(xs)"  # right, but the second copy
+    duplicated.cells.append(twin)
+    submit(root, "duplicate-grade-id", duplicated)
+
     submit(root, "invalid-json", b'{"cells": [ this is not json')
+    submit(root, "binary-junk", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64)
+    latin1 = nbformat.writes(fill_answers(rel, src, solved=ALL_ANSWERS,
+                                          answers={"why_mean": "Parce que la moyenne pèse chaque valeur."}))
+    submit(root, "latin1-text", latin1.encode("latin-1"))
     submit(root, "not-utf8", b"\xff\xfe\x00junk\x81")
     old = fill_answers(rel, src, solved=ALL_ANSWERS)
     raw = json.loads(nbformat.writes(old))
@@ -141,6 +153,7 @@ def test_tampering_is_scored_as_the_source_says(toy_course, student):
 @pytest.mark.parametrize("student,note", [
     ("extra-notebook", None),
     ("unknown-grade-id", None),
+    ("duplicate-grade-id", "answer cell 'mean' appears more than once; the first copy was graded"),
     ("links-out", "answers.csv is a link"),
     ("huge-file", "data.bin (70 MiB) left out"),
 ])
@@ -156,6 +169,8 @@ def test_junk_beside_the_notebook_is_noted_and_the_notebook_graded(toy_course, s
 
 @pytest.mark.parametrize("student,cause", [
     ("invalid-json", "not valid notebook JSON"),
+    ("binary-junk", "not UTF-8"),
+    ("latin1-text", "not UTF-8"),
     ("not-utf8", "not UTF-8"),
     ("nbformat3", "nbformat 3"),
     ("missing-notebook", "missing from the submission"),

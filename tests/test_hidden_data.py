@@ -15,7 +15,7 @@ from test_grading import ALL_ANSWERS, cell_scores
 HELDOUT = [[-7, 49], [12, 144], [-0.5, 0.25]]  # the inputs students never see
 MARKER = "heldout-planted-7f3a"
 
-HELDOUT_TEST = new_code_cell(textwrap.dedent(f"""\
+HELDOUT_TEST = new_code_cell(textwrap.dedent("""\
     assert square(2) == 4
     ### BEGIN HIDDEN TESTS
     import json

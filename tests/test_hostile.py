@@ -6,9 +6,9 @@ says whether the sandbox held: test_mean earns its 3 points exactly when the att
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -16,26 +16,28 @@ import pytest
 
 from autograder.sandbox import bwrap_available
 from conftest import run_cli
-from course_factory import released_course, TOY_LAB, TOY_NOTEBOOK, fill_answers, submit
-from test_grading import ALL_ANSWERS, cell_scores
+from corpus import GRADE_FLAGS, submit_corpus
+from course_factory import released_course, TOY_LAB, TOY_NOTEBOOK
+from test_grading import cell_scores
 
 pytestmark = pytest.mark.skipif(not bwrap_available()[0], reason=bwrap_available()[1])
 
-MEAN_IF_CONTAINED = """
-def mean(xs):
-    if attack_worked:
-        raise RuntimeError("the attack worked")
-    return sum(xs) / len(xs)
-"""
+def foreign_pid_namespaces() -> set[tuple[int, str]]:
+    """(pid, namespace) of the live processes in a PID namespace other than ours: sandboxes, containers.
 
-
-def attack(code: str) -> str:
-    return f"attack_worked = False\ntry:\n{_indent(code)}\nexcept Exception:\n    attack_worked = False\n" + \
-        MEAN_IF_CONTAINED
-
-
-def _indent(code: str) -> str:
-    return "\n".join("    " + line for line in code.strip().splitlines())
+    Zombies are dead already (a killed sandbox's ``bwrap`` waits there until init reaps it)."""
+    own = os.readlink("/proc/self/ns/pid")
+    out = set()
+    for pid in psutil.pids():
+        try:
+            ns = os.readlink(f"/proc/{pid}/ns/pid")
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                continue
+        except (OSError, psutil.Error):
+            continue
+        if ns != own:
+            out.add((pid, ns))
+    return out
 
 
 def digest_tree(root: Path, skip: tuple[str, ...]) -> dict[str, str]:
@@ -68,132 +70,62 @@ def hostile(tmp_path_factory):
 
     threading.Thread(target=accept, daemon=True).start()
 
-    secret = root / "solutions" / TOY_LAB / TOY_NOTEBOOK
-    attacks = {
-        "network": f"socket_mod = __import__('socket')\n"
-                   f"socket_mod.create_connection(('127.0.0.1', {port}), timeout=2)\nattack_worked = True",
-        "reads-solutions": f"open({str(secret)!r}).read()\nattack_worked = True",
-        "reads-classmates": f"open({str(root / 'submitted' / 'honest' / TOY_LAB / TOY_NOTEBOOK)!r}).read()\n"
-                            "attack_worked = True",
-        # look in every file outside the system trees for this lab's hidden test
-        "searches-disk": "import os\nfound = []\n"
-                         "for d, dirs, fs in os.walk('/'):\n"
-                         "    dirs[:] = [x for x in dirs if os.path.join(d, x) not in ('/proc', '/sys', '/dev', '/usr')]\n"
-                         "    for f in fs:\n"
-                         "        try:\n"
-                         "            if 'square(-4) == 16' in open(os.path.join(d, f), errors='ignore').read(1 << 20):\n"
-                         "                found.append(os.path.join(d, f))\n"
-                         "        except OSError:\n"
-                         "            pass\n"
-                         "attack_worked = bool(found)",
-        # append to every file it can find outside its own directory, the gradebook above all
-        "writes-everything": "import os\nhere = os.getcwd()\n"
-                             "for d, dirs, fs in os.walk('/'):\n"
-                             "    dirs[:] = [x for x in dirs if os.path.join(d, x) not in ('/proc', '/sys', '/dev')]\n"
-                             "    for f in fs:\n"
-                             "        path = os.path.join(d, f)\n"
-                             "        if path.startswith(here) or path.startswith('/tmp') or os.path.islink(path):\n"
-                             "            continue\n"
-                             "        try:\n"
-                             "            open(path, 'a').write('pwned')\n"
-                             "            attack_worked = True\n"
-                             "        except OSError:\n"
-                             "            pass",
-        "reads-home": "open('/root/.bashrc').read()\nattack_worked = True",
-    }
-    for student, code in attacks.items():
-        submit(root, student, fill_answers(rel, src, solved=ALL_ANSWERS - {"mean"}, answers={"mean": attack(code)}))
-    daemon = ("import os, time\n"
-              "if os.fork() == 0:\n"
-              "    os.setsid()\n"
-              "    if os.fork() == 0:\n"
-              "        while True:\n"
-              "            open('still-here.txt', 'a').write('x')\n"
-              "            time.sleep(0.1)\n"
-              "    os._exit(0)\n"
-              "def mean(xs):\n    return sum(xs) / len(xs)")
-    submit(root, "daemon", fill_answers(rel, src, solved=ALL_ANSWERS - {"mean"}, answers={"mean": daemon}))
-    bomb = ("import os, time\nforked = 0\n"
-            "try:\n"
-            "    for _ in range(100_000):\n"
-            "        if os.fork() == 0:\n"
-            "            time.sleep(120)\n"
-            "            os._exit(0)\n"
-            "        forked += 1\n"
-            "except OSError:\n"
-            "    pass\n"
-            "def mean(xs):\n    return sum(xs) / len(xs)")
-    submit(root, "fork-bomb", fill_answers(rel, src, solved=ALL_ANSWERS - {"mean"}, answers={"mean": bomb}))
-    shout = "print('x' * 200_000_000)\ndef mean(xs):\n    return sum(xs) / len(xs)"
-    submit(root, "floods-output", fill_answers(rel, src, solved=ALL_ANSWERS - {"mean"}, answers={"mean": shout}))
-    submit(root, "exits", fill_answers(rel, src, solved=ALL_ANSWERS - {"mean"},
-                                       answers={"mean": "import os\nos._exit(3)"}))
-    submit(root, "honest", fill_answers(rel, src, solved=ALL_ANSWERS))
-
+    expected = submit_corpus(root, rel, src, port)
+    sandboxes_before = foreign_pid_namespaces()
     before = digest_tree(root, skip=(".autograder", "autograded", "gradebook.db"))
-    proc = run_cli("grade", TOY_LAB, "--course-dir", str(root), "--workers", "2", "--timeout", "60", timeout=600)
+    proc = run_cli("grade", TOY_LAB, "--course-dir", str(root), "--workers", "2", *GRADE_FLAGS, timeout=600)
+    left = foreign_pid_namespaces() - sandboxes_before
     after = digest_tree(root, skip=(".autograder", "autograded", "gradebook.db"))
     stop.set()
     server.close()
-    yield root, proc.stdout, list(attacks), before, after, connections
+    yield root, proc.stdout, expected, before, after, connections, left
 
 
 def test_every_attack_is_contained(hostile):
-    root, report, attacks, *_ = hostile
+    """Each attack scores exactly what the source's tests give when it fails: nothing more, nothing less."""
+    root, report, expected, *_ = hostile
     scores = cell_scores(root)
-    for student in attacks:
-        assert scores[student]["test_mean"] == 3, f"{student}: the attack was not contained\n{report}"
-        assert scores[student]["test_square"] == 2
+    assert len(expected) >= 13
+    wrong = {student: scores[student] for student, allowed in expected.items() if scores[student] not in allowed}
+    assert wrong == {}, f"not contained: {wrong}\n{report}"
+    assert scores["honest"] == {"test_square": 2, "test_mean": 3, "test_total": 1, "why_mean": None}
+
+
+def test_limits_are_named_in_the_report(hostile):
+    root, report, *_ = hostile
+    lines = {line.split()[0]: line for line in report.splitlines() if line.strip()}
+    assert "kernel died in toy.ipynb" in lines["exits"]
+    assert "cell time limit hit in toy.ipynb cell mean" in lines["infinite-loop"]
+    assert "disk limit hit" not in lines["fills-disk"]  # it caught its own error: no cell failed
+    assert "memory limit hit in toy.ipynb cell mean" in lines["memory-bomb"]
+
+
+def test_no_sandbox_process_outlives_its_grading(hostile):
+    """Daemons, fork-bomb children, runaway loops: no process of any sandbox is left."""
+    *_, left = hostile
+    assert left == set()
 
 
 def test_no_connection_reached_the_host(hostile):
-    *_, connections = hostile
+    connections = hostile[5]
     assert connections == []
 
 
 def test_no_course_file_changed(hostile):
-    root, report, attacks, before, after, _ = hostile
+    root, report, attacks, before, after, *_ = hostile
     assert before == after
     with open(root / "gradebook.db", "rb") as fh:
         assert b"pwned" not in fh.read()
 
 
-def test_os_exit_scores_what_ran_and_the_batch_goes_on(hostile):
-    root, report, *_ = hostile
-    scores = cell_scores(root)
-    assert scores["exits"]["test_square"] == 2  # answered before the kernel died
-    assert scores["exits"]["test_mean"] == 0 and scores["exits"]["test_total"] == 0
-    assert "kernel died in toy.ipynb" in next(l for l in report.splitlines() if l.startswith("exits "))
-    assert scores["honest"] == {"test_square": 2, "test_mean": 3, "test_total": 1, "why_mean": None}
-
-
-def test_a_daemon_does_not_outlive_its_grading(hostile):
-    root, *_ = hostile
-    assert cell_scores(root)["daemon"]["test_mean"] == 3
-    time.sleep(1.0)
-    writers = []
-    for p in psutil.process_iter(["cwd"]):
-        try:
-            if p.info["cwd"] and str(root) in p.info["cwd"]:
-                writers.append(p.pid)
-        except psutil.Error:
-            pass
-    assert writers == []
-    assert not list(root.rglob("still-here.txt")) or all(
-        p.stat().st_mtime < time.time() - 0.5 for p in root.rglob("still-here.txt"))
-
-
-def test_a_fork_bomb_is_capped_reported_and_cleaned_up(hostile):
+def test_a_fork_bomb_is_capped_and_reported(hostile):
     from autograder.limits import _v1_pids_parent, _v2_parent
 
     root, report, *_ = hostile
     if _v1_pids_parent() is None and _v2_parent() is None:
         pytest.skip("no pids cgroup controller here")
     line = next(l for l in report.splitlines() if l.startswith("fork-bomb "))
-    assert "process limit hit" in line
-    assert cell_scores(root)["fork-bomb"]["test_mean"] == 3  # forks failed; the rest of the cell ran
-    sleepers = [p for p in psutil.process_iter(["cwd"]) if (p.info["cwd"] or "").startswith(str(root))]
-    assert sleepers == []
+    assert "process limit hit" in line or "memory limit hit" in line
 
 
 def test_a_200_mb_print_leaves_a_small_notebook_with_a_note(hostile):
