@@ -360,7 +360,7 @@ class SandboxedKernelManager(LimitedKernelManager):
         kc = self.client()
         kc.start_channels()
         try:
-            await kc.wait_for_ready(timeout=timeout)
+            # no wait_for_ready (it polls, 0.2 s): the request waits in the socket until the kernel reads it
             reply = await kc.execute(code, silent=True, store_history=False, reply=True, timeout=timeout)
         except Exception as exc:  # TimeoutError, a dead kernel
             raise SandboxError(f"the kernel did not take the submission's files: {type(exc).__name__}: {exc}") \
