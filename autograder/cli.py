@@ -44,6 +44,7 @@ def cmd_grade(args) -> int:
         force=args.force,
         progress=not args.no_progress,
         sandbox=not args.no_sandbox,
+        trusted_checks=not args.in_kernel_tests,
     )
     rows = grade_lab(_course(args), args.lab, options)
     if not rows:
@@ -122,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the lab's, else 1G)")
     p.add_argument("--force", action="store_true", help="regrade submissions that did not change")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--in-kernel-tests", action="store_true",
+                   help="run test cells in the student's kernel, as nbgrader does, instead of checking "
+                        "exported answers outside it (weaker: for comparison)")
     p.add_argument("--no-sandbox", action="store_true",
                    help="run student code without bubblewrap (it then has your rights, files and network)")
     p.set_defaults(func=cmd_grade)

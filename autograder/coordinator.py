@@ -47,6 +47,7 @@ class GradeOptions:
     force: bool = False
     progress: bool = True
     sandbox: bool = True
+    trusted_checks: bool = True  # False: test cells run in the student's kernel, as in nbgrader
 
 
 @dataclass
@@ -118,7 +119,8 @@ class Coordinator:
         self.kernel_name = kernel or "python3"
         h.update(json.dumps(self.lab.grading_profile, sort_keys=True, default=str).encode())
         h.update(json.dumps([self.limits.timeout, self.limits.cell_timeout, self.limits.memory_limit,
-                             self.limits.disk_limit, self.options.sandbox]).encode())
+                             self.limits.disk_limit, self.options.sandbox,
+                             self.options.trusted_checks]).encode())
         h.update(__version__.encode())
         files = _tree_digest(self.lab.source_dir)  # data files the lab ships
         h.update(files.digest())
@@ -145,6 +147,7 @@ class Coordinator:
             digest=digest,
             scratch_root=str(self.state / "scratch"),
             sandbox=self.options.sandbox,
+            trusted_checks=self.options.trusted_checks,
             readonly_paths=sandbox_readonly_paths(),
         )
 

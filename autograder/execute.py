@@ -63,7 +63,7 @@ class GradingNotebookClient(PapermillNotebookClient):
             record["events"].append({"kind": "output-limit", "cell": cell_index, "grade_id": _gid(cell)})
         return None
 
-    def __init__(self, nb_man, notebook_timeout: float | None = None, **kw):
+    def __init__(self, nb_man, notebook_timeout: float | None = None, trusted_checks: bool = False, **kw):
         kw.setdefault("allow_errors", True)
         kw.setdefault("interrupt_on_timeout", True)
         # a kernel that ignores the interrupt must not stall the whole run
@@ -76,6 +76,8 @@ class GradingNotebookClient(PapermillNotebookClient):
         self._timed_out_cell: int | None = None
         self._current_index: int | None = None
         self._output_used: dict[int, int] = {}
+        self.trusted_checks = trusted_checks
+        self._trusted_context = None
 
     # nbclient calls this when a cell passes `timeout`
     async def _async_handle_timeout(self, timeout, cell=None):
@@ -115,7 +117,10 @@ class GradingNotebookClient(PapermillNotebookClient):
                 self._timed_out_cell = None
                 try:
                     self.nb_man.cell_start(cell, index)
-                    self.execute_cell(cell, index)
+                    if self.trusted_checks and _is_test(cell):
+                        self._check_outside_kernel(cell, index)
+                    else:
+                        self.execute_cell(cell, index)
                 except DeadKernelError:
                     cause = ("notebook-timeout" if self._deadline_hit.is_set() else "kernel-died")
                     events.append({"kind": cause, "cell": index, "grade_id": _gid(cell)})
@@ -134,6 +139,52 @@ class GradingNotebookClient(PapermillNotebookClient):
             if timer is not None:
                 timer.cancel()
             record["cells_seconds"] = round(time.monotonic() - started, 3)
+
+    # -- trusted checks (autograder.trusted) ------------------------------------------------
+    def _check_outside_kernel(self, cell, index: int) -> None:
+        """Run a test cell here, not in the student's kernel, against answers exported from it."""
+        from .trusted import KernelBridge, TrustedContext, run_check
+
+        if self._trusted_context is None:
+            self._trusted_context = TrustedContext.from_notebook(self.nb)
+        started = time.monotonic()
+        result = run_check(cell.source, _gid(cell) or f"#{index}", self._trusted_context,
+                           KernelBridge(self._bridge_execute))
+        cell.outputs = result.outputs
+        cell.execution_count = None
+        cell.metadata.setdefault("autograder", {}).update(
+            checked="outside the kernel", check_seconds=round(time.monotonic() - started, 3))
+        if result.export_problem and self._timed_out_cell != index:  # a timeout is reported as one
+            _execution_record(self.nb)["events"].append(
+                {"kind": "export-failed", "cell": index, "grade_id": _gid(cell), "why": result.export_problem})
+
+    def _bridge_execute(self, code: str, user_expressions: dict) -> dict:
+        from jupyter_core.utils import run_sync
+
+        return run_sync(self._async_bridge_execute)(code, user_expressions)
+
+    async def _async_bridge_execute(self, code: str, user_expressions: dict) -> dict:
+        """One silent request to the kernel; its reply's content.  A dead kernel, the notebook
+        deadline or the cell time limit ends the wait (the kernel is interrupted)."""
+        import queue
+
+        msg_id = self.kc.execute(code, silent=True, store_history=False, user_expressions=user_expressions)
+        deadline = time.monotonic() + (self.timeout or 600)
+        while True:
+            if self._deadline_hit.is_set():
+                raise RuntimeError("the notebook time limit passed")
+            if time.monotonic() > deadline:
+                self._timed_out_cell = self._current_index
+                await self.km.interrupt_kernel()
+                raise TimeoutError
+            try:
+                msg = await self.kc.get_shell_msg(timeout=0.5)
+            except queue.Empty:
+                if not await self.km.is_alive():
+                    raise DeadKernelError("the kernel died") from None
+                continue
+            if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                return msg["content"]
 
     def _mark_not_run(self, index: int, why: str) -> None:
         cell = self.nb.cells[index]
@@ -162,6 +213,12 @@ def _content_size(content: dict) -> int:
     for value in (content.get("data") or {}).values():
         size += len(value) if isinstance(value, str) else len(str(value))
     return size
+
+
+def _is_test(cell) -> bool:
+    """An autograded test cell: graded code that is not an answer."""
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
 
 
 def _gid(cell) -> str | None:
@@ -218,6 +275,7 @@ def execute_assembled(
     kernel_manager_class: str | None = None,
     start_timeout: float = 60,
     km=None,
+    trusted_checks: bool = False,
 ) -> NotebookNode:
     """Execute ``nb`` in ``workdir`` and return the executed notebook.
 
@@ -246,6 +304,7 @@ def execute_assembled(
             execution_timeout=cell_timeout,
             notebook_timeout=notebook_timeout,
             start_timeout=start_timeout,
+            trusted_checks=trusted_checks,
             **engine_kwargs,
         )
     except PapermillExecutionError:

@@ -41,8 +41,11 @@ def _first_error(cell) -> str | None:
 
 
 def _did_not_run(cell) -> bool:
-    if cell.get("metadata", {}).get("autograder", {}).get("status") == NOT_RUN:
+    status = cell.get("metadata", {}).get("autograder", {})
+    if status.get("status") == NOT_RUN:
         return True
+    if status.get("checked"):  # a trusted check ran it outside the kernel (autograder.trusted)
+        return False
     return cell.cell_type == "code" and cell.get("execution_count") is None
 
 

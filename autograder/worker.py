@@ -55,6 +55,7 @@ class GradingJob:
     pids_limit: int | None = 1024    # processes + threads of one kernel and its children (fork bombs)
     disk_limit: int | None = None    # bytes the kernel may write (sandbox: a tmpfs of this size)
     hidden_dir: str | None = None    # the lab's hidden data, read-only at hidden/ while grading
+    trusted_checks: bool = True      # test cells run in the worker against exported answers (autograder.trusted)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -512,6 +513,7 @@ def _run(nb, scratch: Path, name: str, job: GradingJob, km=None):
             cell_timeout=job.cell_timeout,
             notebook_timeout=job.timeout,
             km=km,
+            trusted_checks=job.trusted_checks,
         )
     finally:
         shutil.rmtree(private, ignore_errors=True)
@@ -525,6 +527,7 @@ def _describe(event: dict) -> str:
         "kernel-died": f"kernel died in {where}",
         "memory-limit": f"memory limit hit in {where}",
         "disk-limit": f"disk limit hit in {where}",
+        "export-failed": f"could not check {where}: {event.get('why')}",
         "output-limit": f"output limit hit in {where} (the rest of its output was dropped)",
         "process-limit": f"process limit hit in {event.get('notebook')} (a fork bomb?)",
     }.get(event["kind"], f"{event['kind']} in {where}")
