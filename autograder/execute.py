@@ -129,6 +129,13 @@ class GradingNotebookClient(PapermillNotebookClient):
                                if cause == "notebook-timeout" else
                                "the kernel died while running this cell (crash, os._exit or memory limit)")
                     self._deadline_hit.set()  # nothing more can run in a dead kernel
+                except Exception as exc:  # noqa: BLE001
+                    # nbclient or jupyter_client choked on what the kernel sent (a student can
+                    # patch json or the session in the kernel): the kernel is beyond use
+                    events.append({"kind": "kernel-broken", "cell": index, "grade_id": _gid(cell)})
+                    _add_error(cell, "KernelBroken", f"the kernel stopped speaking the Jupyter protocol "
+                                                     f"({type(exc).__name__}: {str(exc)[:200]}); it was stopped")
+                    self._kill_kernel()
                 finally:
                     if self._timed_out_cell == index:
                         events.append({"kind": "cell-timeout", "cell": index, "grade_id": _gid(cell)})

@@ -525,6 +525,7 @@ def _describe(event: dict) -> str:
         "cell-timeout": f"cell time limit hit in {where}",
         "notebook-timeout": f"notebook time limit hit in {where}",
         "kernel-died": f"kernel died in {where}",
+        "kernel-broken": f"kernel broke the Jupyter protocol in {where} and was stopped",
         "memory-limit": f"memory limit hit in {where}",
         "disk-limit": f"disk limit hit in {where}",
         "export-failed": f"could not check {where}: {event.get('why')}",
