@@ -63,7 +63,8 @@ class GradingNotebookClient(PapermillNotebookClient):
             record["events"].append({"kind": "output-limit", "cell": cell_index, "grade_id": _gid(cell)})
         return None
 
-    def __init__(self, nb_man, notebook_timeout: float | None = None, trusted_checks: bool = False, **kw):
+    def __init__(self, nb_man, notebook_timeout: float | None = None, trusted_checks: bool = False,
+                 check_dir: str | None = None, **kw):
         kw.setdefault("allow_errors", True)
         kw.setdefault("interrupt_on_timeout", True)
         # a kernel that ignores the interrupt must not stall the whole run
@@ -77,6 +78,7 @@ class GradingNotebookClient(PapermillNotebookClient):
         self._current_index: int | None = None
         self._output_used: dict[int, int] = {}
         self.trusted_checks = trusted_checks
+        self.check_dir = check_dir  # where a check runs: the lab's source directory (hidden/ is there)
         self._trusted_context = None
 
     # nbclient calls this when a cell passes `timeout`
@@ -155,8 +157,14 @@ class GradingNotebookClient(PapermillNotebookClient):
         if self._trusted_context is None:
             self._trusted_context = TrustedContext.from_notebook(self.nb)
         started = time.monotonic()
-        result = run_check(cell.source, _gid(cell) or f"#{index}", self._trusted_context,
-                           KernelBridge(self._bridge_execute))
+        here = os.getcwd()
+        try:
+            if self.check_dir:
+                os.chdir(self.check_dir)
+            result = run_check(cell.source, _gid(cell) or f"#{index}", self._trusted_context,
+                               KernelBridge(self._bridge_execute))
+        finally:
+            os.chdir(here)
         cell.outputs = result.outputs
         cell.execution_count = None
         cell.metadata.setdefault("autograder", {}).update(
@@ -283,6 +291,7 @@ def execute_assembled(
     start_timeout: float = 60,
     km=None,
     trusted_checks: bool = False,
+    check_dir: str | None = None,
 ) -> NotebookNode:
     """Execute ``nb`` in ``workdir`` and return the executed notebook.
 
@@ -312,6 +321,7 @@ def execute_assembled(
             notebook_timeout=notebook_timeout,
             start_timeout=start_timeout,
             trusted_checks=trusted_checks,
+            check_dir=check_dir,
             **engine_kwargs,
         )
     except PapermillExecutionError:

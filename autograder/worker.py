@@ -514,6 +514,7 @@ def _run(nb, scratch: Path, name: str, job: GradingJob, km=None):
             notebook_timeout=job.timeout,
             km=km,
             trusted_checks=job.trusted_checks,
+            check_dir=job.lab_files_dir,
         )
     finally:
         shutil.rmtree(private, ignore_errors=True)

@@ -2,7 +2,9 @@
 
 Prints both wall times, their ratio, our per-submission overhead beyond
 executing the cells (worker time minus the time the kernel spent in cells), and
-the same run without the sandbox, for the sandbox's own cost.
+the same run without the sandbox, for the sandbox's own cost, and with test
+cells run in the student's kernel (``--in-kernel-tests``), for the cost of
+trusted checks.
 
     .venv/bin/python bench/grading_throughput.py [--submissions 12] [--workers 2] [--lab toy|day2-fairness]
 
@@ -88,6 +90,7 @@ def main() -> None:
         shutil.copytree(ours, theirs)
         t_nbgrader = timed([str(BIN / "nbgrader"), "autograde", args.lab, "--force"], theirs)
         grade = [str(BIN / "autograder"), "grade", args.lab, "--workers", str(args.workers), "--force", "--no-progress"]
+        t_in_kernel = timed(grade + ["--in-kernel-tests"], ours)
         t_plain = timed(grade + ["--no-sandbox"], ours)
         plain = [json.loads(p.read_text()) for p in (ours / ".autograder" / args.lab / "results").glob("*.json")]
         t_ours = timed(grade, ours)
@@ -106,6 +109,8 @@ def main() -> None:
     print(f"same without the sandbox            {t_plain:7.2f} s in all; overhead median "
           f"{statistics.median(overhead_plain):.2f} s -> sandbox costs "
           f"{(t_ours - t_plain) / n:+.2f} s per submission")
+    print(f"same with tests in the kernel       {t_in_kernel:7.2f} s in all -> trusted checks cost "
+          f"{(t_ours - t_in_kernel) / n:+.2f} s per submission ({t_ours / t_in_kernel:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,32 @@ def test_tests_are_visible_and_hidden_and_one_answer_is_written(lab):
     assert manual >= 1, "at least one manually graded written answer"
 
 
+@pytest.mark.parametrize("lab", LABS)
+def test_test_cells_work_as_trusted_checks(lab):
+    """Test cells run outside the kernel when grading: plain Python, and nothing later depends on them."""
+    import ast
+
+    from autograder.trusted import free_names
+
+    for name, nb in source_notebooks(lab).items():
+        defined_by_tests: set[str] = set()
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if nbutils.is_grade(cell) and not nbutils.is_solution(cell):
+                tree = ast.parse(cell.source)  # no IPython magics in a test
+                defined_by_tests |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)
+                                     and not isinstance(n.ctx, ast.Load)}
+                continue
+            try:
+                later = set(free_names(cell.source))
+            except SyntaxError:  # a magic in an ordinary cell: no names to check there
+                continue
+            assert not later & defined_by_tests, \
+                f"{name}/{gid}: reads {later & defined_by_tests}, which only a test cell defines"
+
+
 @pytest.fixture(scope="module", params=LABS)
 def graded_lab(request, tmp_path_factory):
     """Solution, blank release and a half-answered notebook, graded under the grading profile."""
