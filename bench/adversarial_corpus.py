@@ -11,10 +11,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import socket
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -23,7 +21,7 @@ sys.path.insert(0, str(REPO / "tests"))
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 from conftest import run_cli  # noqa: E402
-from corpus import GRADE_FLAGS, submit_corpus  # noqa: E402
+from corpus import GRADE_FLAGS, host_listener, submit_corpus  # noqa: E402
 from course_factory import TOY_LAB, released_course  # noqa: E402
 from test_grading import cell_scores  # noqa: E402
 from test_hostile import foreign_pid_namespaces  # noqa: E402
@@ -43,28 +41,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     root, rel, src = released_course(Path(tempfile.mkdtemp(prefix="corpus-")))
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(5)
-    server.settimeout(0.2)
-    connections: list = []
-    stop = threading.Event()
-
-    def accept():
-        while not stop.is_set():
-            try:
-                connections.append(server.accept())
-            except OSError:
-                pass
-
-    threading.Thread(target=accept, daemon=True).start()
-    expected = submit_corpus(root, rel, src, server.getsockname()[1])
-    before, sandboxes = digest(root), foreign_pid_namespaces()
-    started = time.perf_counter()
-    proc = run_cli("grade", TOY_LAB, "--course-dir", str(root), "--workers", str(args.workers), "--no-progress",
-                   *GRADE_FLAGS, timeout=900)
-    seconds = time.perf_counter() - started
-    stop.set()
+    with host_listener() as (port, connections):
+        expected = submit_corpus(root, rel, src, port)
+        before, sandboxes = digest(root), foreign_pid_namespaces()
+        started = time.perf_counter()
+        proc = run_cli("grade", TOY_LAB, "--course-dir", str(root), "--workers", str(args.workers),
+                       "--no-progress", *GRADE_FLAGS, timeout=900)
+        seconds = time.perf_counter() - started
     left = foreign_pid_namespaces() - sandboxes
     unchanged = digest(root) == before
     scores = cell_scores(root)

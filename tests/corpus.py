@@ -5,6 +5,9 @@ whether the sandbox held.  Used by ``test_hostile.py`` and ``bench/adversarial_c
 """
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from pathlib import Path
 
 from course_factory import TOY_LAB, TOY_NOTEBOOK, fill_answers, submit
@@ -123,3 +126,28 @@ def submit_corpus(root: Path, rel, src, port: int) -> dict[str, list[dict]]:
         expected[student] = scores
     submit(root, "honest", fill_answers(rel, src, solved=ALL_ANSWERS))
     return expected
+
+
+@contextlib.contextmanager
+def host_listener():
+    """A TCP server on the host's loopback: ``(port, connections)``; the network attack aims at it."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(5)
+    server.settimeout(0.2)
+    connections: list = []
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                connections.append(server.accept())
+            except OSError:
+                pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield server.getsockname()[1], connections
+    finally:
+        stop.set()
+        server.close()

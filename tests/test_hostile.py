@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
-import threading
 from pathlib import Path
 
 import psutil
@@ -16,7 +14,7 @@ import pytest
 
 from autograder.sandbox import bwrap_available
 from conftest import run_cli
-from corpus import GRADE_FLAGS, submit_corpus
+from corpus import GRADE_FLAGS, host_listener, submit_corpus
 from course_factory import released_course, TOY_LAB, TOY_NOTEBOOK
 from test_grading import cell_scores
 
@@ -53,32 +51,14 @@ def digest_tree(root: Path, skip: tuple[str, ...]) -> dict[str, str]:
 def hostile(tmp_path_factory):
     root, rel, src = released_course(tmp_path_factory.mktemp("hostile"))
 
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(5)
-    server.settimeout(0.2)
-    port = server.getsockname()[1]
-    connections: list = []
-    stop = threading.Event()
-
-    def accept():
-        while not stop.is_set():
-            try:
-                connections.append(server.accept())
-            except OSError:
-                pass
-
-    threading.Thread(target=accept, daemon=True).start()
-
-    expected = submit_corpus(root, rel, src, port)
-    sandboxes_before = foreign_pid_namespaces()
-    before = digest_tree(root, skip=(".autograder", "autograded", "gradebook.db"))
-    proc = run_cli("grade", TOY_LAB, "--course-dir", str(root), "--workers", "2", *GRADE_FLAGS, timeout=600)
-    left = foreign_pid_namespaces() - sandboxes_before
-    after = digest_tree(root, skip=(".autograder", "autograded", "gradebook.db"))
-    stop.set()
-    server.close()
-    yield root, proc.stdout, expected, before, after, connections, left
+    with host_listener() as (port, connections):
+        expected = submit_corpus(root, rel, src, port)
+        sandboxes_before = foreign_pid_namespaces()
+        before = digest_tree(root, skip=(".autograder", "autograded", "gradebook.db"))
+        proc = run_cli("grade", TOY_LAB, "--course-dir", str(root), "--workers", "2", *GRADE_FLAGS, timeout=600)
+        left = foreign_pid_namespaces() - sandboxes_before
+        after = digest_tree(root, skip=(".autograder", "autograded", "gradebook.db"))
+    return root, proc.stdout, expected, before, after, connections, left
 
 
 def test_every_attack_is_contained(hostile):
