@@ -33,7 +33,8 @@ from . import __version__
 from .assemble import grading_template
 from .course import Course, CourseError, Lab
 from .record import GradebookWriter, read_timestamp
-from .worker import GradingJob, GradingResult, atomic_write, grade_submission, preload, started_marker, worker_init
+from .worker import (GradingJob, GradingResult, atomic_write, grade_submission, preload, preload_lab, started_marker,
+                     worker_init)
 
 
 @dataclass
@@ -293,6 +294,8 @@ class Coordinator:
         # coordinator whose gradebook connection they never touch (a forked worker
         # leaves through os._exit, so no finalizer closes it either).
         preload()
+        if self.options.trusted_checks:
+            preload_lab(self.lab)
         deaths: Counter[str] = Counter()
         pending = list(jobs)
         try:

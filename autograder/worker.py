@@ -294,6 +294,24 @@ def preload() -> None:
     from . import execute  # noqa: F401
 
 
+def preload_lab(lab) -> None:
+    """Import what a lab's trusted checks import (pandas, fairlearn, torch...) before workers fork.
+
+    A trusted check re-does the imports of the instructor's cells in the worker; done once here,
+    each forked worker finds them loaded instead of paying for them on its first check.  Only the
+    instructor's source is read; a failing import is ignored (the check will report it).
+    """
+    import nbformat
+
+    from .trusted import TrustedContext
+
+    for name in lab.notebooks:
+        try:
+            TrustedContext.from_notebook(nbformat.read(lab.source_dir / name, as_version=4))
+        except Exception:  # noqa: BLE001 -- warming a cache must never stop grading
+            continue
+
+
 def die_with_parent() -> None:
     """Linux: have the kernel kill this worker when the coordinator dies (even by kill -9).
 

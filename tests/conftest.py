@@ -9,6 +9,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 
+from book_build import book, built  # noqa: E402,F401  (session fixtures: the built web book)
+
 # nbgrader's Gradebook runs the `alembic` console script of this environment
 BIN = str(Path(sys.executable).parent)
 if BIN not in os.environ.get("PATH", "").split(os.pathsep):

@@ -54,7 +54,11 @@ def test_tests_are_visible_and_hidden_and_one_answer_is_written(lab):
             if not nbutils.is_grade(cell):
                 continue
             if nbutils.is_solution(cell):
-                manual += cell.cell_type == "markdown"
+                if cell.cell_type == "markdown":
+                    manual += 1
+                    answer = cell.source.partition("### BEGIN SOLUTION")[2].lstrip()
+                    assert answer.startswith("**Rubric for graders"), \
+                        f"{name}/{cell.metadata.nbgrader['grade_id']}: the model answer must start with a rubric for graders"
                 continue
             visible, _, hidden = cell.source.partition("### BEGIN HIDDEN TESTS")
             gid = cell.metadata.nbgrader["grade_id"]
