@@ -64,12 +64,16 @@ def make_demo_submissions(course: Course, lab_name: str) -> list[str]:
     return list(DEMO_STUDENTS)
 
 
-def build_book_html(project: Path) -> Path:
-    """Build the Jupyter Book at the project root; return the path of its index.html."""
+def build_book_html(project: Path) -> tuple[Path, float]:
+    """Build the Jupyter Book at the project root; return its index.html and the seconds it took.
+
+    Pages whose code has not changed come from the execution cache (``_build/.jupyter_cache``).
+    """
     exe = Path(sys.executable).parent / "jupyter-book"
+    start = time.perf_counter()
     subprocess.run([str(exe if exe.exists() else "jupyter-book"), "build", str(project), "--builder", "html"],
                    check=True)
-    return project / "_build" / "html" / "index.html"
+    return project / "_build" / "html" / "index.html", time.perf_counter() - start
 
 
 def run_demo(course_dir: Path | None = None, with_book: bool = True, workers: int | None = None) -> int:
@@ -87,7 +91,8 @@ def run_demo(course_dir: Path | None = None, with_book: bool = True, workers: in
     index = None
     if with_book:
         print("== building the book")
-        index = build_book_html(project)
+        index, seconds = build_book_html(project)
+        print(f"book built in {seconds:.1f} s")
     summary = []
     for lab in course.lab_names():
         print(f"\n== {lab}: release, demo submissions, grading")
@@ -107,5 +112,5 @@ def run_demo(course_dir: Path | None = None, with_book: bool = True, workers: in
     print(f"grades:   {grades}")
     print(f"gradebook: {course.root / 'gradebook.db'}")
     if index is not None:
-        print(f"book:     {index}")
+        print(f"book:     {index}  (built in {seconds:.1f} s; open it in a browser)")
     return 0

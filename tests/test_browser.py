@@ -55,12 +55,15 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
     binary, driver_path = chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = binary
+    # headless, as root in a container, and quiet on a closed network: no background fetches
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,900"):
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1280,900",
+                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path), options=options)
     driver.set_page_load_timeout(60)

@@ -25,6 +25,31 @@ EXPECTED_PARTIAL = {
 }
 
 
+def wrong_answers(lab: str) -> list[dict]:
+    """The lab's typical wrong answers (``[[wrong_answers]]`` in its lab.toml, never released)::
+
+        [[wrong_answers]]
+        what = "equalized odds computed from the TPR gap alone"
+        cell = "gaps-answer"                       # an answer cell of the solution
+        replace = [["old code", "new code"]]       # applied to that cell's solution code
+        loses = ["test-gaps", "test-results"]      # exactly these tests lose all their points
+    """
+    return tomllib.loads((REPO / "solutions" / lab / "lab.toml").read_text()).get("wrong_answers", [])
+
+
+def wrong_answer_sources(lab: str, wrong: dict) -> dict[str, str]:
+    """{answer cell: its source in the full solution with the wrong answer's edits made}."""
+    from autograder.demo import solution_text
+
+    cells = {c.metadata.nbgrader["grade_id"]: c
+             for nb in source_notebooks(lab).values() for c in nb.cells if nbutils.is_solution(c)}
+    code = solution_text(cells[wrong["cell"]].source)
+    for old, new in wrong["replace"]:
+        assert old in code, f"{lab}: wrong answer {wrong['what']!r}: {old!r} is not in {wrong['cell']}"
+        code = code.replace(old, new)
+    return {wrong["cell"]: code}
+
+
 def source_notebooks(lab: str) -> dict[str, nbformat.NotebookNode]:
     course_lab = Course(REPO).lab(lab)
     return {name: nbformat.read(course_lab.source_dir / name, as_version=4) for name in course_lab.notebooks}
@@ -104,13 +129,16 @@ def graded_lab(request, tmp_path_factory):
     shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
     run_cli("release", lab, "--course-dir", str(root))
     sources = source_notebooks(lab)
-    for student, pick in (("solution", lambda ids: set(ids)), ("blank", lambda ids: set()),
-                          ("partial", lambda ids: set(ids[: len(ids) // 2]))):
+    students = {"solution": (lambda ids: set(ids), {}), "blank": (lambda ids: set(), {}),
+                "partial": (lambda ids: set(ids[: len(ids) // 2]), {})}
+    for i, wrong in enumerate(wrong_answers(lab)):
+        students[f"wrong-{i}"] = (lambda ids: set(ids), wrong_answer_sources(lab, wrong))
+    for student, (pick, answers) in students.items():
         dest = root / "submitted" / student / lab
         dest.mkdir(parents=True)
         for name, src in sources.items():
             rel = nbformat.read(root / "labs" / lab / name, as_version=4)
-            nbformat.write(student_version(rel, src, pick(answer_ids(src))), dest / name)
+            nbformat.write(student_version(rel, src, pick(answer_ids(src)), answers), dest / name)
     proc = run_cli("grade", lab, "--course-dir", str(root), "--workers", "2", timeout=900)
     scores: dict[str, dict[str, float | None]] = {}
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
@@ -143,6 +171,19 @@ def test_partial_answer_earns_part(graded_lab):
     assert 0 < earned < total, f"{lab}: partial earned {earned} of {total}"
     if lab in EXPECTED_PARTIAL:
         assert scores["partial"] == EXPECTED_PARTIAL[lab], report
+
+
+def test_typical_wrong_answers_lose_exactly_their_tests(graded_lab):
+    """A plausible mistake in one answer costs the tests that check it, and nothing else."""
+    lab, scores, max_points, manual, report = graded_lab
+    wrongs = wrong_answers(lab)
+    if not wrongs:
+        pytest.skip(f"{lab} declares no typical wrong answer yet")
+    for i, wrong in enumerate(wrongs):
+        expected = {gid: (0 if gid in wrong["loses"] else points)
+                    for gid, points in max_points.items() if gid not in manual}
+        got = {gid: scores[f"wrong-{i}"][gid] for gid in expected}
+        assert got == expected, f"{lab}: {wrong['what']}: expected {expected}, got {got}\n{report}"
 
 
 def _region_lines(source: str, begin: str, end: str) -> list[str]:
