@@ -285,6 +285,8 @@ def train_classifier(
             # gloo needs a network interface to talk over; on a laptop or in a
             # sandbox the host name may not resolve, the loopback always does.
             os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+            # in a sandbox without a resolvable host name, c10d logs a harmless warning per process
+            os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
             notebook_launcher(_train_worker, args=(X_train, y_train, config, str(result_path)),
                               num_processes=num_processes, mixed_precision=mixed_precision,
                               use_port=str(_free_port()))
