@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -287,7 +287,7 @@ def plot_bias_simulation(sampling: pd.DataFrame, labels: pd.DataFrame, group: st
         ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
     ax.invert_xaxis()
-    ax.set_xlabel(f"keep fraction f (log scale)")
+    ax.set_xlabel("keep fraction f (log scale)")
     ax.set_ylabel(f"TPR gap: {o_name} − {g_name}")
     ax.set_title("Sampling bias (evaluated on the population)", fontsize=10)
     ax.legend(frameon=False, fontsize=8)

@@ -35,11 +35,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["TrainedClassifier", "build_model", "train_classifier"]
+__all__ = ["TrainedClassifier", "build_model", "launch", "make_accelerator", "train_classifier"]
 
 RESULT_FILE = "classifier.pt"
 
@@ -120,6 +120,64 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def make_accelerator(mixed_precision: str = "no"):
+    """The ``Accelerator`` for this process, whether it runs alone or is one of several.
+
+    Call it inside the function every process runs (after the fork).  It falls back from fp16 to
+    full precision where there is no GPU (fp16 autocast needs one; bf16 works on CPUs), and with
+    several processes on CPUs asks accelerate for gloo data parallelism (``cpu=True``; otherwise
+    each process would train alone) with the cores shared out between processes.
+    """
+    import torch
+    from accelerate import Accelerator
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    if mixed_precision == "fp16" and not has_accelerator:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print("mixed_precision='fp16' needs a GPU; training in full precision on the CPU.")
+        mixed_precision = "no"
+    multi_cpu = world_size > 1 and not has_accelerator
+    if multi_cpu:
+        # Several processes share the CPU cores: a full-size thread pool in each would
+        # oversubscribe them and run slower than one process.  (Setting OMP_NUM_THREADS here, in
+        # the forked worker, also keeps accelerate from warning that it is unset.)
+        threads = max(1, (os.cpu_count() or 1) // world_size)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        torch.set_num_threads(threads)
+    return Accelerator(mixed_precision=mixed_precision, cpu=multi_cpu)
+
+
+def launch(worker: Callable, args: tuple, num_processes: int = 1, mixed_precision: str = "no") -> None:
+    """Run ``worker(*args)`` in this process, or in ``num_processes`` data-parallel processes.
+
+    Several processes are started with :func:`accelerate.notebook_launcher` on a free port (two
+    notebooks graded side by side must not collide on accelerate's default one), talking over the
+    loopback (the host name may not resolve on a laptop or in a sandbox).  In this process,
+    accelerate's global state is reset afterwards so that a later training with other settings,
+    or a multi-process launch, works in the same notebook.  ``worker`` should build its
+    ``Accelerator`` with :func:`make_accelerator` and hand its result back through a file.
+    """
+    if int(num_processes) < 1:
+        raise ValueError("num_processes must be at least 1")
+    if int(num_processes) == 1:
+        from accelerate.state import AcceleratorState, GradientState
+
+        try:
+            worker(*args)
+        finally:
+            AcceleratorState._reset_state(reset_partial_state=True)
+            GradientState._reset_state()
+        return
+    from accelerate import notebook_launcher
+
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    # in a sandbox without a resolvable host name, c10d logs a harmless warning per process
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    notebook_launcher(worker, args=args, num_processes=int(num_processes), mixed_precision=mixed_precision,
+                      use_port=str(_free_port()))
+
+
 def _train_worker(X: np.ndarray, y: np.ndarray, config: dict[str, Any], result_path: str) -> None:
     """The body run by every process: build, prepare, train, save (main process).
 
@@ -128,31 +186,10 @@ def _train_worker(X: np.ndarray, y: np.ndarray, config: dict[str, Any], result_p
     """
     import torch
     import torch.nn.functional as F
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader, TensorDataset
 
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    mixed_precision = config["mixed_precision"]
-    if mixed_precision == "fp16" and not has_accelerator:
-        # fp16 autocast needs a GPU; bf16 and full precision work on the CPU.
-        if int(os.environ.get("RANK", "0")) == 0:
-            print("mixed_precision='fp16' needs a GPU; training in full precision on the CPU.")
-        mixed_precision = "no"
-    # Several processes and no GPU: accelerate only sets up gloo data-parallel
-    # training on the CPU when told `cpu=True`; otherwise each process would
-    # train alone.  With a GPU, accelerate picks it (one per process).
-    multi_cpu = world_size > 1 and not has_accelerator
-    if multi_cpu:
-        # Several processes share the CPU cores: a full-size thread pool in
-        # each would oversubscribe them and run slower than one process.
-        # (Setting OMP_NUM_THREADS here, in the forked worker, also keeps
-        # accelerate from warning that it is unset.)
-        threads = max(1, (os.cpu_count() or 1) // world_size)
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        torch.set_num_threads(threads)
-    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=multi_cpu)
+    accelerator = make_accelerator(config["mixed_precision"])
 
     # Same seed in every process: identical initial weights and an identical
     # shuffle order, of which each process then takes its own shard.
@@ -277,19 +314,7 @@ def train_classifier(
 
     started = time.perf_counter()
     try:
-        if num_processes == 1:
-            _run_in_process(X_train, y_train, config, str(result_path))
-        else:
-            from accelerate import notebook_launcher
-
-            # gloo needs a network interface to talk over; on a laptop or in a
-            # sandbox the host name may not resolve, the loopback always does.
-            os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-            # in a sandbox without a resolvable host name, c10d logs a harmless warning per process
-            os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-            notebook_launcher(_train_worker, args=(X_train, y_train, config, str(result_path)),
-                              num_processes=num_processes, mixed_precision=mixed_precision,
-                              use_port=str(_free_port()))
+        launch(_train_worker, (X_train, y_train, config, str(result_path)), num_processes, mixed_precision)
         if not result_path.exists():
             raise RuntimeError(f"training finished but wrote no result to {result_path}")
         saved = torch.load(result_path, map_location="cpu", weights_only=True)
@@ -304,18 +329,3 @@ def train_classifier(
     return TrainedClassifier(model=model, history=[float(v) for v in saved["history"]],
                              config=config, train_seconds=elapsed)
 
-
-def _run_in_process(X: np.ndarray, y: np.ndarray, config: dict[str, Any], result_path: str) -> None:
-    """One process, no fork: run the worker here, then forget accelerate's global state.
-
-    ``Accelerator`` keeps process-wide state; left behind, it would stop a
-    second training with other settings, or a later multi-process launch,
-    in the same notebook.
-    """
-    from accelerate.state import AcceleratorState, GradientState
-
-    try:
-        _train_worker(X, y, config, result_path)
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
