@@ -6,6 +6,7 @@
                          [--force]
     autograder feedback LAB [--course-dir D] [--student ID]
     autograder export [--course-dir D] [--format csv] -o FILE
+    autograder book [--output DIR] [--serial] [--no-strict]
     autograder demo [--course-dir D] [--no-book]
 """
 from __future__ import annotations
@@ -69,6 +70,24 @@ def cmd_export(args) -> int:
 
     path = export_grades(_course(args), Path(args.output), args.format)
     print(f"grades written to {path}")
+    return 0
+
+
+def cmd_book(args) -> int:
+    from .book import build_book
+    from .course import find_project_root
+
+    project = find_project_root()
+    if project is None:
+        print("autograder book: run it inside the course repository", file=sys.stderr)
+        return 2
+    result = build_book(project, Path(args.output) if args.output else None, strict=not args.no_strict,
+                        parallel=not args.serial)
+    if result.returncode != 0:
+        print(f"autograder book: the build failed (exit {result.returncode}); see above", file=sys.stderr)
+        return result.returncode
+    print(f"book built in {result.seconds:.1f} s ({result.pages_executed} pages executed in "
+          f"{result.execute_seconds:.1f} s): {result.html / 'index.html'}")
     return 0
 
 
@@ -141,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="csv", choices=["csv"])
     p.add_argument("-o", "--output", required=True, metavar="FILE")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("book", help="build the web book offline (pages executed in parallel, then jupyter-book)")
+    p.add_argument("--output", metavar="DIR", help="build into DIR/_build (default: the repository)")
+    p.add_argument("--serial", action="store_true", help="let jupyter-book execute the pages one by one")
+    p.add_argument("--no-strict", action="store_true", help="do not treat Sphinx warnings as errors")
+    p.set_defaults(func=cmd_book)
 
     p = sub.add_parser("demo", help="build the book, release the labs, grade a demo set, print the grades")
     course_dir(p)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -67,13 +66,15 @@ def make_demo_submissions(course: Course, lab_name: str) -> list[str]:
 def build_book_html(project: Path) -> tuple[Path, float]:
     """Build the Jupyter Book at the project root; return its index.html and the seconds it took.
 
-    Pages whose code has not changed come from the execution cache (``_build/.jupyter_cache``).
+    Pages run in parallel and are cached (``_build/.jupyter_cache``): a page whose code has not
+    changed is not executed again.
     """
-    exe = Path(sys.executable).parent / "jupyter-book"
-    start = time.perf_counter()
-    subprocess.run([str(exe if exe.exists() else "jupyter-book"), "build", str(project), "--builder", "html"],
-                   check=True)
-    return project / "_build" / "html" / "index.html", time.perf_counter() - start
+    from .book import build_book
+
+    result = build_book(project, strict=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"the book did not build (jupyter-book exited {result.returncode})")
+    return result.html / "index.html", result.seconds
 
 
 def run_demo(course_dir: Path | None = None, with_book: bool = True, workers: int | None = None) -> int:

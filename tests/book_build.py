@@ -1,6 +1,7 @@
 """The web book, built once per test session for every test that reads it.
 
-The book is built with the command a reader would use, plus Sphinx's strict flags
+The book is built as the README's main job builds it (``autograder book``: the pages executed in
+parallel into jupyter-book's cache, then ``jupyter-book build``) with Sphinx's strict flags
 (``-W -n --keep-going``: any warning — a broken link or reference, a missing download, a chapter
 whose code fails — fails the build), into a temporary directory so that the repository's own
 ``_build/`` is left alone.  The build time from clean is printed.
@@ -12,9 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,27 +40,22 @@ def report(pytestconfig, line: str) -> None:
             reporter.write_line("\n" + line)
 
 
-def jupyter_book() -> str:
-    exe = Path(sys.executable).parent / "jupyter-book"
-    return str(exe) if exe.exists() else "jupyter-book"
-
-
 @pytest.fixture(scope="session")
 def book(tmp_path_factory, pytestconfig) -> BookBuild:
+    """``autograder book``'s build (pages executed in parallel into the cache, then
+    ``jupyter-book build -W -n --keep-going``), from clean, into a temporary directory."""
+    from autograder.book import build_book
+
     reuse = os.environ.get("BOOK_OUTPUT")
     if reuse:
         out = Path(reuse)
         return BookBuild(["(reused)", str(out)], 0, "build succeeded (reused)", 0.0,
                          out / "_build" / "html", out / "_build" / ".jupyter_cache")
     out = tmp_path_factory.mktemp("book")
-    command = [jupyter_book(), "build", str(REPO), "--builder", "html", "--path-output", str(out),
-               "-W", "-n", "--keep-going"]
-    start = time.perf_counter()
-    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1200)
-    seconds = time.perf_counter() - start
-    report(pytestconfig, f"[book] jupyter-book build -W -n --keep-going from clean: {seconds:.1f} s, "
-                         f"exit {proc.returncode}")
-    return BookBuild(command, proc.returncode, proc.stdout + proc.stderr, seconds,
+    result = build_book(REPO, out, strict=True, capture=True)
+    report(pytestconfig, f"[book] built from clean in {result.seconds:.1f} s ({result.pages_executed} pages "
+                         f"executed in parallel in {result.execute_seconds:.1f} s), exit {result.returncode}")
+    return BookBuild(["autograder book --output", str(out)], result.returncode, result.log, result.seconds,
                      out / "_build" / "html", out / "_build" / ".jupyter_cache")
 
 

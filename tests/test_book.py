@@ -109,6 +109,16 @@ def test_book_builds_strictly_without_warnings(book: BookBuild):
     assert not warnings, "the build logged warnings:\n" + "\n".join(warnings)
 
 
+def test_the_build_used_the_pages_executed_in_parallel(built: BookBuild):
+    """Every executable page was found in the cache: none was executed again, one by one."""
+    from autograder.book import executable_pages
+
+    pages = executable_pages(REPO)
+    cached = re.findall(r"(\S+\.md): Using cached notebook", built.log)
+    assert len(pages) >= 20 and sorted(cached) == sorted(str(p) for p in pages), \
+        f"pages executed during the build instead of before it: {sorted(set(map(str, pages)) - set(cached))}"
+
+
 def test_index_html_exists(built: BookBuild):
     assert (built.html / "index.html").is_file()
 
