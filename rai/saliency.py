@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from .training import launch, make_accelerator
 
 __all__ = ["write_digits_imagefolder", "load_imagefolder", "make_cnn", "TrainedCNN", "train_cnn",
            "class_logit", "randomized_copies", "linear_image_model", "plot_attribution_grid"]
@@ -139,33 +140,14 @@ class TrainedCNN:
             return self.model(X).argmax(dim=1)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _train_worker(X, y, config: dict[str, Any], result_path: str) -> None:
     """Run by every process: build, prepare, train; the main process saves the weights."""
     import torch
     import torch.nn.functional as F
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader, TensorDataset
 
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    has_gpu = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    mixed_precision = config["mixed_precision"]
-    if mixed_precision == "fp16" and not has_gpu:
-        if int(os.environ.get("RANK", "0")) == 0:
-            print("mixed_precision='fp16' needs a GPU; training in full precision on the CPU.")
-        mixed_precision = "no"
-    multi_cpu = world_size > 1 and not has_gpu
-    if multi_cpu:   # share the cores instead of oversubscribing them
-        threads = max(1, (os.cpu_count() or 1) // world_size)
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        torch.set_num_threads(threads)
-    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=multi_cpu)
+    accelerator = make_accelerator(config["mixed_precision"])
 
     set_seed(config["seed"])        # same initial weights and shuffle order in every process
     model = make_cnn(config["n_classes"], config["channels"])
@@ -204,16 +186,6 @@ def _train_worker(X, y, config: dict[str, Any], result_path: str) -> None:
     accelerator.end_training()
 
 
-def _run_in_process(X, y, config, result_path) -> None:
-    from accelerate.state import AcceleratorState, GradientState
-
-    try:
-        _train_worker(X, y, config, result_path)
-    finally:   # forget accelerate's process-wide state, so that later runs can differ
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
-
-
 def train_cnn(X_train, y_train, *, n_classes: int = 10, channels: Sequence[int] = (16, 32), epochs: int = 20,
               batch_size: int = 64, lr: float = 0.01, num_processes: int = 1, mixed_precision: str = "no",
               seed: int = 0, output_dir: str | os.PathLike | None = None, progress: bool = True) -> TrainedCNN:
@@ -239,16 +211,7 @@ def train_cnn(X_train, y_train, *, n_classes: int = 10, channels: Sequence[int] 
         result_path.unlink()
     started = time.perf_counter()
     try:
-        if config["num_processes"] == 1:
-            _run_in_process(X_train, y_train, config, str(result_path))
-        else:
-            from accelerate import notebook_launcher
-
-            os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")     # the loopback always resolves
-            os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # quiet c10d in a sandbox
-            notebook_launcher(_train_worker, args=(X_train, y_train, config, str(result_path)),
-                              num_processes=config["num_processes"], mixed_precision=mixed_precision,
-                              use_port=str(_free_port()))
+        launch(_train_worker, (X_train, y_train, config, str(result_path)), config["num_processes"], mixed_precision)
         if not result_path.exists():
             raise RuntimeError(f"training finished but wrote no result to {result_path}")
         saved = torch.load(result_path, map_location="cpu", weights_only=True)
