@@ -58,6 +58,9 @@ from pathlib import Path
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Bool, Dict, Int, List, Unicode, default
 
+#: the host name inside the sandbox; its /etc/hosts maps it to the loopback
+SANDBOX_HOSTNAME = "sandbox"
+
 #: files and directories of ``/etc`` that the kernel sees (read-only, when present):
 #: the dynamic loader's cache, name service for ``localhost`` and user names,
 #: time zone and locale data, TLS roots.  No shadow files, no ssh, no apt, no pip.conf.
@@ -70,7 +73,6 @@ ETC_PATHS = (
     "/etc/group",
     "/etc/nsswitch.conf",
     "/etc/host.conf",
-    "/etc/hosts",
     "/etc/localtime",
     "/etc/timezone",
     "/etc/locale.alias",
@@ -293,7 +295,7 @@ class SandboxedKernelManager(LimitedKernelManager):
         cmd = [
             self.bwrap,
             "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-            "--hostname", "sandbox",
+            "--hostname", SANDBOX_HOSTNAME,
             "--die-with-parent", "--new-session",
             # bwrap started by root keeps root's capabilities unless told otherwise
             "--cap-drop", "ALL",
@@ -313,6 +315,13 @@ class SandboxedKernelManager(LimitedKernelManager):
         for path in ETC_PATHS:
             if os.path.lexists(path):
                 cmd += ["--ro-bind-try", path, path]
+        # the sandbox's own host name resolves, to its own loopback (torch's c10d store looks it
+        # up for every worker of a multi-process training, and complains on stderr when it cannot)
+        hosts = os.path.join(self._private_dir, "hosts")
+        with open(hosts, "w") as f:
+            f.write(f"127.0.0.1\tlocalhost {SANDBOX_HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                    "::ffff:127.0.0.1\tlocalhost\n")   # an IPv4 client, as a dual-stack server sees it
+        cmd += ["--ro-bind", hosts, "/etc/hosts"]
         if not self.hide_sys:
             cmd += ["--ro-bind", "/sys", "/sys"]
         for path in self.device_paths:

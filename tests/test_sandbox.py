@@ -411,6 +411,14 @@ def test_sandbox_joins_memory_cgroup_before_it_starts(tmp_path):
         cgroup.destroy()
 
 
+def test_host_name_resolves_to_the_sandbox_loopback(kernel):
+    """Distributed training looks its own host name up; inside the sandbox that must work (and
+    name the sandbox, not the grading machine)."""
+    assert kernel.value("__import__('socket').gethostname()") == "sandbox"
+    assert kernel.value("__import__('socket').gethostbyname(__import__('socket').gethostname())") == "127.0.0.1"
+    assert kernel.value("__import__('socket').gethostbyname('localhost')") == "127.0.0.1"
+
+
 def test_accelerate_gloo_on_loopback(kernel):
     """Two CPU processes (gloo) talk over the sandbox's own loopback; nothing leaves it."""
     pytest.importorskip("accelerate")
@@ -428,6 +436,7 @@ def test_accelerate_gloo_on_loopback(kernel):
     status, out, err = kernel.run(code, timeout=120)
     assert status == "ok", (err, out)
     assert "rank 0 sum 3.0" in out and "rank 1 sum 3.0" in out, out
+    assert "hostname" not in out, f"c10d could not resolve the sandbox's host name:\n{out}"
 
 
 def test_capped_private_workdir(tmp_path):
