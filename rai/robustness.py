@@ -39,7 +39,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +47,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .training import launch, make_accelerator
+from .training import launch_for_result, make_accelerator
 
 __all__ = [
     "write_digits_imagefolder", "ImageSplit", "load_image_split", "stack_dataset", "build_model",
@@ -429,7 +428,6 @@ def train_model(
     output_dir : path or None
         Keep the weights file here (default: a temporary directory, removed).
     """
-    import torch
 
     num_processes = int(num_processes)
     if num_processes < 1:
@@ -441,22 +439,9 @@ def train_model(
     if loss_fn is not None:
         _dry_run(dataset, config, loss_fn)
 
-    keep = output_dir is not None
-    directory = Path(output_dir) if keep else Path(tempfile.mkdtemp(prefix="rai-robust-"))
-    directory.mkdir(parents=True, exist_ok=True)
-    result_path = directory / RESULT_FILE
-    if result_path.exists():
-        result_path.unlink()  # never load a stale result
-
     started = time.perf_counter()
-    try:
-        launch(_train_worker, (dataset, config, loss_fn, str(result_path)), num_processes, mixed_precision)
-        if not result_path.exists():
-            raise RuntimeError(f"training finished but wrote no result to {result_path}")
-        saved = torch.load(result_path, map_location="cpu", weights_only=True)
-    finally:
-        if not keep:
-            shutil.rmtree(directory, ignore_errors=True)
+    saved = launch_for_result(_train_worker, (dataset, config, loss_fn), num_processes, mixed_precision,
+                              output_dir, RESULT_FILE)
     elapsed = time.perf_counter() - started
 
     model = build_model(config["input_shape"], config["n_classes"], config["hidden_units"])

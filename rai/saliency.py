@@ -30,9 +30,7 @@ Example
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .training import launch, make_accelerator
+from .training import launch_for_result, make_accelerator
 
 __all__ = ["write_digits_imagefolder", "load_imagefolder", "make_cnn", "TrainedCNN", "train_cnn",
            "class_logit", "randomized_copies", "linear_image_model", "plot_attribution_grid"]
@@ -203,21 +201,9 @@ def train_cnn(X_train, y_train, *, n_classes: int = 10, channels: Sequence[int] 
     config = dict(n_classes=int(n_classes), channels=tuple(int(c) for c in channels), epochs=int(epochs),
                   batch_size=int(batch_size), lr=float(lr), num_processes=int(num_processes),
                   mixed_precision=mixed_precision, seed=int(seed), progress=bool(progress))
-    keep = output_dir is not None
-    directory = Path(output_dir) if keep else Path(tempfile.mkdtemp(prefix="rai-cnn-"))
-    directory.mkdir(parents=True, exist_ok=True)
-    result_path = directory / RESULT_FILE
-    if result_path.exists():
-        result_path.unlink()
     started = time.perf_counter()
-    try:
-        launch(_train_worker, (X_train, y_train, config, str(result_path)), config["num_processes"], mixed_precision)
-        if not result_path.exists():
-            raise RuntimeError(f"training finished but wrote no result to {result_path}")
-        saved = torch.load(result_path, map_location="cpu", weights_only=True)
-    finally:
-        if not keep:
-            shutil.rmtree(directory, ignore_errors=True)
+    saved = launch_for_result(_train_worker, (X_train, y_train, config), config["num_processes"], mixed_precision,
+                              output_dir, RESULT_FILE)
     model = make_cnn(config["n_classes"], config["channels"])
     model.load_state_dict(saved["state_dict"])
     model.eval()

@@ -39,7 +39,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["TrainedClassifier", "build_model", "launch", "make_accelerator", "train_classifier"]
+__all__ = ["TrainedClassifier", "build_model", "launch", "launch_for_result", "make_accelerator",
+           "train_classifier"]
 
 RESULT_FILE = "classifier.pt"
 
@@ -178,6 +179,32 @@ def launch(worker: Callable, args: tuple, num_processes: int = 1, mixed_precisio
                       use_port=str(_free_port()))
 
 
+def launch_for_result(worker: Callable, args: tuple, num_processes: int = 1, mixed_precision: str = "no",
+                      output_dir: str | os.PathLike | None = None, filename: str = RESULT_FILE) -> dict:
+    """:func:`launch` ``worker(*args, result_path)`` and load what its main process saved there.
+
+    ``result_path`` is a file in ``output_dir`` (kept) or in a temporary directory (removed
+    afterwards); a stale file from an earlier run is never loaded.  The result is read with
+    ``torch.load(weights_only=True)``: tensors and plain containers only.
+    """
+    import torch
+
+    keep = output_dir is not None
+    directory = Path(output_dir) if keep else Path(tempfile.mkdtemp(prefix="rai-train-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    result_path = directory / filename
+    if result_path.exists():
+        result_path.unlink()
+    try:
+        launch(worker, (*args, str(result_path)), num_processes, mixed_precision)
+        if not result_path.exists():
+            raise RuntimeError(f"training finished but wrote no result to {result_path}")
+        return torch.load(result_path, map_location="cpu", weights_only=True)
+    finally:
+        if not keep:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def _train_worker(X: np.ndarray, y: np.ndarray, config: dict[str, Any], result_path: str) -> None:
     """The body run by every process: build, prepare, train, save (main process).
 
@@ -289,7 +316,6 @@ def train_classifier(
     -------
     TrainedClassifier
     """
-    import torch
 
     X_train = np.ascontiguousarray(X_train, dtype=np.float32)
     y_train = np.asarray(y_train)
@@ -305,22 +331,8 @@ def train_classifier(
                   weight_decay=float(weight_decay), num_processes=num_processes,
                   mixed_precision=mixed_precision, seed=int(seed), progress=bool(progress))
 
-    keep = output_dir is not None
-    directory = Path(output_dir) if keep else Path(tempfile.mkdtemp(prefix="rai-train-"))
-    directory.mkdir(parents=True, exist_ok=True)
-    result_path = directory / RESULT_FILE
-    if result_path.exists():
-        result_path.unlink()  # never load a stale result from an earlier run
-
     started = time.perf_counter()
-    try:
-        launch(_train_worker, (X_train, y_train, config, str(result_path)), num_processes, mixed_precision)
-        if not result_path.exists():
-            raise RuntimeError(f"training finished but wrote no result to {result_path}")
-        saved = torch.load(result_path, map_location="cpu", weights_only=True)
-    finally:
-        if not keep:
-            shutil.rmtree(directory, ignore_errors=True)
+    saved = launch_for_result(_train_worker, (X_train, y_train, config), num_processes, mixed_precision, output_dir)
     elapsed = time.perf_counter() - started
 
     model = build_model(X_train.shape[1], hidden_units)
