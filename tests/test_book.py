@@ -83,19 +83,9 @@ def prose(html: str) -> str:
 
 def toc_files() -> list[str]:
     """Every page named in _toc.yml (the root included), without extension."""
-    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
-    files = [toc["root"]]
+    from autograder.book import toc_pages
 
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                files.append(entry["file"])
-            walk(entry.get("sections"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return files
+    return [page.relative_to(REPO).with_suffix("").as_posix() for page in toc_pages(REPO)]
 
 
 def page(built: BookBuild, docname: str) -> str:
