@@ -3,7 +3,8 @@
     autograder release LAB [--course-dir D]
     autograder grade LAB [--course-dir D] [--student ID ...] [--workers N]
                          [--cell-timeout SEC] [--timeout SEC] [--memory-limit SIZE] [--disk-limit SIZE]
-                         [--force]
+                         [--force] [--backend local|slurm] [--partition P] [--gres G] [--time T]
+                         [--array-limit N] [--cpus-per-task N] [--sbatch-arg ARG ...]
     autograder feedback LAB [--course-dir D] [--student ID]
     autograder export [--course-dir D] [--format csv] -o FILE
     autograder book [--output DIR] [--serial] [--no-strict]
@@ -46,7 +47,19 @@ def cmd_grade(args) -> int:
         progress=not args.no_progress,
         sandbox=not args.no_sandbox,
         trusted_checks=not args.in_kernel_tests,
+        backend=args.backend,
     )
+    if args.backend == "slurm":
+        from .slurm import SlurmOptions
+
+        options.slurm = SlurmOptions(partition=args.partition, gres=args.gres, time=args.time,
+                                     cpus_per_task=args.cpus_per_task, account=args.account,
+                                     max_concurrent=args.array_limit or args.workers,
+                                     extra=list(args.sbatch_arg or []))
+    elif any(v is not None for v in (args.partition, args.gres, args.time, args.array_limit, args.account,
+                                     args.sbatch_arg)):
+        raise ValueError("--partition, --gres, --time, --account, --array-limit and --sbatch-arg "
+                         "need --backend slurm")
     rows = grade_lab(_course(args), args.lab, options)
     if not rows:
         print(f"no submissions for {args.lab} in {_course(args).submitted}")
@@ -147,6 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "exported answers outside it (weaker: for comparison)")
     p.add_argument("--no-sandbox", action="store_true",
                    help="run student code without bubblewrap (it then has your rights, files and network)")
+    slurm = p.add_argument_group("grading on a Slurm cluster (--backend slurm)")
+    slurm.add_argument("--backend", choices=["local", "slurm"], default="local",
+                       help="local: a pool of worker processes on this machine (default); slurm: one job "
+                            "array, a task per submission, submitted with sbatch")
+    slurm.add_argument("--partition", default=None, metavar="P", help="sbatch --partition")
+    slurm.add_argument("--gres", default=None, metavar="G", help="sbatch --gres, e.g. gpu:1")
+    slurm.add_argument("--time", default=None, metavar="T",
+                       help="sbatch --time per task (default: from the lab's notebook timeout)")
+    slurm.add_argument("--account", default=None, metavar="A", help="sbatch --account")
+    slurm.add_argument("--cpus-per-task", type=_positive_int, default=2, metavar="N",
+                       help="sbatch --cpus-per-task (default 2: the grading profiles train with 2 processes)")
+    slurm.add_argument("--array-limit", type=_positive_int, default=None, metavar="N",
+                       help="tasks running at once (the array's %%N; default: --workers, else no limit)")
+    slurm.add_argument("--sbatch-arg", action="append", default=None, metavar="ARG",
+                       help="one more sbatch argument, e.g. --sbatch-arg=--qos=short (repeatable)")
     p.set_defaults(func=cmd_grade)
 
     p = sub.add_parser("feedback", help="HTML feedback per student under feedback/")

@@ -24,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import multiprocessing as mp
 import nbformat
@@ -35,6 +35,9 @@ from .course import Course, CourseError, Lab
 from .record import GradebookWriter, read_timestamp
 from .worker import (GradingJob, GradingResult, atomic_write, grade_submission, preload, preload_lab, started_marker,
                      worker_init)
+
+if TYPE_CHECKING:
+    from .slurm import SlurmOptions
 
 
 @dataclass
@@ -49,6 +52,8 @@ class GradeOptions:
     progress: bool = True
     sandbox: bool = True
     trusted_checks: bool = True  # False: test cells run in the student's kernel, as in nbgrader
+    backend: str = "local"       # "local": a pool of worker processes here; "slurm": a job array
+    slurm: "SlurmOptions | None" = None
 
 
 @dataclass
@@ -164,6 +169,9 @@ class Coordinator:
     # -- the run ----------------------------------------------------------------
     def run(self) -> list[Row]:
         with self._exclusive():
+            if self.options.backend == "slurm":
+                # first the array tasks of a killed run (they work in the scratch reaped below)
+                self._slurm().cancel_leftovers()
             # what a killed run left: sandboxes still running in its scratch directories,
             # cgroups, the directories themselves.  Nothing there is needed.
             reap_leftovers(self.state / "scratch")
@@ -278,7 +286,23 @@ class Coordinator:
         return Row(result.student, result.score, result.max_score, result.status, message, result.seconds,
                    result.manual_pending, len(result.notes))
 
+    def _slurm(self):
+        from .slurm import SlurmBackend, SlurmOptions, slurm_available
+
+        ok, why = slurm_available()
+        if not ok:
+            raise CourseError(f"cannot grade on Slurm: {why}")
+        return SlurmBackend(self.state, self.lab.name, self.options.slurm or SlurmOptions(),
+                            progress=self.options.progress)
+
     def _execute(self, jobs: list[GradingJob]) -> Iterable[tuple[GradingJob, GradingResult]]:
+        """Grade ``jobs`` where the backend says, yielding each result as it comes."""
+        if self.options.backend == "slurm":
+            yield from self._slurm().run(jobs, task_seconds=self.limits.timeout * len(self.lab.notebooks))
+        else:
+            yield from self._execute_locally(jobs)
+
+    def _execute_locally(self, jobs: list[GradingJob]) -> Iterable[tuple[GradingJob, GradingResult]]:
         """Grade ``jobs`` in a pool of worker processes, yielding each result as it comes.
 
         Student code never runs in the coordinator.  If a worker process dies (killed

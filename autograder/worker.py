@@ -554,14 +554,29 @@ def _describe(event: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m autograder.worker JOB.json``: grade one job (e.g. as a Slurm array task)."""
+    """Grade one job: ``python -m autograder.worker JOB.json``, or, as a Slurm array task,
+    ``python -m autograder.worker --array DIR`` (the job is ``DIR/$SLURM_ARRAY_TASK_ID.json``)."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m autograder.worker JOB.json", file=sys.stderr)
+    if len(args) == 2 and args[0] == "--array":
+        index = os.environ.get("SLURM_ARRAY_TASK_ID")
+        if index is None:
+            print("autograder.worker --array: SLURM_ARRAY_TASK_ID is not set (not a Slurm array task)",
+                  file=sys.stderr)
+            return 2
+        path = Path(args[1]) / f"{int(index)}.json"
+    elif len(args) == 1:
+        path = Path(args[0])
+    else:
+        print("usage: python -m autograder.worker JOB.json | --array DIR", file=sys.stderr)
         return 2
-    result = grade_submission(GradingJob.from_json(Path(args[0]).read_text(encoding="utf-8")))
+    from .cli import _ensure_venv_on_path, _skip_slow_optional_imports
+
+    _skip_slow_optional_imports()
+    _ensure_venv_on_path()
+    worker_init(prestart=False, in_pool=False)
+    result = grade_submission(GradingJob.from_json(path.read_text(encoding="utf-8")))
     print(f"{result.student} {result.lab}: {result.score:g}/{result.max_score:g} {result.status} {result.message}")
     return 0
 
