@@ -22,7 +22,7 @@ from .errors import AutograderError
 
 
 def _course(args) -> Course:
-    return Course(args.course_dir)
+    return Course(args.course_dir, db_url=getattr(args, "db", None))
 
 
 def cmd_release(args) -> int:
@@ -132,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     def course_dir(p):
         p.add_argument("--course-dir", type=Path, default=None,
                        help="course directory for instructor state (default: this repository)")
+        p.add_argument("--db", default=None, metavar="URL",
+                       help="the gradebook, any SQLAlchemy URL, e.g. postgresql://user@host/course "
+                            "(default: $AUTOGRADER_DB_URL, else nbgrader_config.py's CourseDirectory.db_url, "
+                            "else gradebook.db in the course directory)")
 
     p = sub.add_parser("release", help="generate the student version of solutions/LAB into labs/LAB")
     p.add_argument("lab")

@@ -145,6 +145,9 @@ class Lab:
         )
 
 
+DB_URL_ENV = "AUTOGRADER_DB_URL"
+
+
 def find_project_root(start: Path | None = None) -> Path | None:
     """The nearest directory at or above ``start`` holding ``nbgrader_config.py``."""
     here = Path(start or Path.cwd()).resolve()
@@ -164,7 +167,8 @@ class Course:
     anywhere.
     """
 
-    def __init__(self, root: Path | str | None = None):
+    def __init__(self, root: Path | str | None = None, db_url: str | None = None):
+        self._db_url = db_url
         project = find_project_root()
         if root is None:
             if project is None:
@@ -208,7 +212,30 @@ class Course:
 
     @property
     def db_url(self) -> str:
-        return f"sqlite:///{self.root / GRADEBOOK}"
+        """The gradebook: any SQLAlchemy URL nbgrader supports.
+
+        In order: ``--db URL``; the ``AUTOGRADER_DB_URL`` environment variable; a
+        ``c.CourseDirectory.db_url`` set in the course's ``nbgrader_config.py`` (the
+        setting nbgrader's own apps read); else SQLite in the course directory.
+        """
+        if self._db_url:
+            return self._db_url
+        if os.environ.get(DB_URL_ENV):
+            return os.environ[DB_URL_ENV]
+        return self._configured_db_url() or default_db_url(self.root)
+
+    def _configured_db_url(self) -> str | None:
+        config_file = self.root / "nbgrader_config.py"
+        if not config_file.is_file():
+            return None
+        from traitlets.config.loader import PyFileConfigLoader
+
+        try:
+            config = PyFileConfigLoader(config_file.name, path=str(self.root)).load_config()
+        except Exception as exc:  # noqa: BLE001 -- the instructor's file: say which and why
+            raise CourseError(f"cannot read {config_file}: {type(exc).__name__}: {exc}") from None
+        url = config.get("CourseDirectory", {}).get("db_url")
+        return str(url) if url else None
 
     def lab(self, name: str) -> Lab:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
@@ -236,11 +263,15 @@ class Course:
         from traitlets.config import Config
 
         config = Config()
-        configure_nbgrader(config, self.root, labs_root=self.labs_root)
+        configure_nbgrader(config, self.root, labs_root=self.labs_root, db_url=self.db_url)
         return config
 
 
-def configure_nbgrader(c, root: Path | str, labs_root: Path | str | None = None) -> None:
+def default_db_url(root: Path | str) -> str:
+    return f"sqlite:///{Path(root).resolve() / GRADEBOOK}"
+
+
+def configure_nbgrader(c, root: Path | str, labs_root: Path | str | None = None, db_url: str | None = None) -> None:
     """Write this course's layout into an nbgrader config object ``c``.
 
     Used by ``nbgrader_config.py`` (so ``nbgrader formgrader`` and friends see
@@ -254,5 +285,6 @@ def configure_nbgrader(c, root: Path | str, labs_root: Path | str | None = None)
     c.CourseDirectory.source_directory = str(labs_root / SOURCE_DIR)
     c.CourseDirectory.release_directory = str(labs_root / RELEASE_DIR)
     c.CourseDirectory.ignore = list(RELEASE_IGNORE)
-    c.CourseDirectory.db_url = f"sqlite:///{root / GRADEBOOK}"
+    # a course's nbgrader_config.py may set another db_url after this call (e.g. PostgreSQL)
+    c.CourseDirectory.db_url = db_url or os.environ.get(DB_URL_ENV) or default_db_url(root)
     c.Exchange.root = os.environ.get("AUTOGRADER_EXCHANGE", str(root / ".exchange"))

@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 
 from .assemble import grade_id, is_answer_cell
-from .course import Course, find_project_root
+from .course import Course, default_db_url, find_project_root
 
 DEMO_STUDENTS = ("demo-solution", "demo-blank", "demo-partial")
 
@@ -87,7 +87,9 @@ def run_demo(course_dir: Path | None = None, with_book: bool = True, workers: in
     if project is None:
         print("autograder demo: run it inside the course repository", file=sys.stderr)
         return 2
-    course = Course(course_dir or project / "_build" / "demo-course")
+    root = Path(course_dir or project / "_build" / "demo-course")
+    # its own SQLite gradebook, whatever AUTOGRADER_DB_URL says: a demo never writes a real class's
+    course = Course(root, db_url=default_db_url(root))
     course.root.mkdir(parents=True, exist_ok=True)
     index = None
     if with_book:

@@ -14,14 +14,15 @@ FORMATS = {"csv": "nbgrader.plugins.export.CsvExportPlugin"}
 
 
 def export_grades(course: Course, output: Path, fmt: str = "csv") -> Path:
-    from nbgrader.api import Gradebook
     from nbgrader.plugins.export import CsvExportPlugin
+
+    from .record import open_gradebook
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     plugin = CsvExportPlugin(to=str(output))
-    with Gradebook(course.db_url) as gb:
+    with open_gradebook(course.db_url) as gb:
         plugin.export(gb)
     return output

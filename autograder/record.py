@@ -10,20 +10,71 @@ its notebook was missing or could not run -- scores 0, as in
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import time
 import warnings
 from pathlib import Path
 
-from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.api import Gradebook, InvalidEntry, MissingEntry
 
+from .course import CourseError
 from .worker import GradingResult
+
+# several coordinators (one per lab) may write one gradebook server at once:
+# a write that collides with another's (the same new student added by both) is retried
+WRITE_ATTEMPTS = 6
+SCHEMA_LOCK_KEY = 0x6E62677264   # "nbgrd": the advisory lock taken while nbgrader creates its tables
+
+
+@contextlib.contextmanager
+def _schema_lock(db_url: str):
+    """On PostgreSQL, one process at a time creates nbgrader's tables (two at once collide)."""
+    if not db_url.startswith("postgresql"):
+        yield
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(db_url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
+
+
+def open_gradebook(db_url: str, course_id: str | None = None) -> Gradebook:
+    """nbgrader's Gradebook on any SQLAlchemy URL, safe when several processes open a new one at once."""
+    from sqlalchemy.exc import ArgumentError, DBAPIError
+
+    try:
+        with _schema_lock(db_url):
+            return Gradebook(db_url, course_id) if course_id else Gradebook(db_url)
+    except (DBAPIError, ArgumentError, ImportError) as exc:
+        why = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise CourseError(f"cannot open the gradebook {shown_url(db_url)}: {why[0] if why else type(exc).__name__}"
+                          ) from None
+
+
+def shown_url(db_url: str) -> str:
+    """A database URL fit to print: the password hidden."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(db_url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001
+        return "(an unreadable database URL)"
 
 
 class GradebookWriter:
     """Open the gradebook once and record many results into it."""
 
     def __init__(self, db_url: str, course_id: str | None = None):
-        self.gradebook = Gradebook(db_url, course_id) if course_id else Gradebook(db_url)
+        self.gradebook = open_gradebook(db_url, course_id)
 
     def close(self) -> None:
         self.gradebook.close()
@@ -68,7 +119,20 @@ class GradebookWriter:
         with warnings.catch_warnings():
             # nbgrader 0.9 builds its rows in a way SQLAlchemy 2 warns about (harmless)
             warnings.filterwarnings("ignore", message=".*not in session.*")
-            self._record(result, timestamp, changed)
+            self._retrying(lambda: self._record(result, timestamp, changed))
+
+    def _retrying(self, write):
+        """Run one transaction; if another writer's transaction got in its way, roll back and redo it."""
+        from sqlalchemy.exc import DBAPIError
+
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                return write()
+            except (InvalidEntry, DBAPIError):
+                self.gradebook.db.rollback()
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * 2 ** attempt)
 
     def _record(self, result: GradingResult, timestamp: dt.datetime | None, changed: set[str]) -> None:
         gb = self.gradebook
