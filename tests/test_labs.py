@@ -165,11 +165,21 @@ def graded_lab(request, tmp_path_factory):
         max_points = {g.name: g.max_score for nb in gb.find_assignment(lab).notebooks for g in nb.grade_cells}
         manual = {g.name for nb in gb.find_assignment(lab).notebooks for g in nb.grade_cells
                   if g.cell_type == "markdown"}
-    return lab, scores, max_points, manual, proc.stdout
+    import json
+
+    seconds = {p.stem: json.loads(p.read_text()).get("seconds", {})
+               for p in (root / ".autograder" / lab / "results").glob("*.json")}
+    return lab, scores, max_points, manual, proc.stdout, seconds
 
 
-def test_solution_earns_every_autograded_point(graded_lab):
-    lab, scores, max_points, manual, report = graded_lab
+def test_solution_earns_every_autograded_point(graded_lab, pytestconfig):
+    from book_build import report as say
+
+    lab, scores, max_points, manual, report, seconds = graded_lab
+    solution = seconds.get("solution", {})
+    say(pytestconfig, f"[labs] {lab}: the solution graded in {solution.get('total', float('nan')):.1f} s "
+                      f"({solution.get('cells', float('nan')):.1f} s in cells), "
+                      f"{sum(p for g, p in max_points.items() if g not in manual):g} autograded points")
     for gid, points in max_points.items():
         if gid in manual:
             assert scores["solution"][gid] is None, f"{gid} should wait for a person"
@@ -178,12 +188,12 @@ def test_solution_earns_every_autograded_point(graded_lab):
 
 
 def test_blank_release_earns_nothing(graded_lab):
-    lab, scores, max_points, manual, report = graded_lab
+    lab, scores, max_points, manual, report, _ = graded_lab
     assert all(score == 0 for score in scores["blank"].values()), f"{lab}: blank earned {scores['blank']}"
 
 
 def test_partial_answer_earns_part(graded_lab):
-    lab, scores, max_points, manual, report = graded_lab
+    lab, scores, max_points, manual, report, _ = graded_lab
     earned = sum(s or 0 for s in scores["partial"].values())
     total = sum(p for g, p in max_points.items() if g not in manual)
     assert 0 < earned < total, f"{lab}: partial earned {earned} of {total}"
@@ -193,7 +203,7 @@ def test_partial_answer_earns_part(graded_lab):
 
 def test_typical_wrong_answers_lose_exactly_their_tests(graded_lab):
     """A plausible mistake in one answer costs the tests that check it, and nothing else."""
-    lab, scores, max_points, manual, report = graded_lab
+    lab, scores, max_points, manual, report, _ = graded_lab
     wrongs = wrong_answers(lab)
     if not wrongs:
         pytest.skip(f"{lab} declares no typical wrong answer yet")
