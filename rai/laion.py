@@ -58,7 +58,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .training import launch_for_result, make_accelerator
+from .training import launch_for_result, make_accelerator, save_result
 
 __all__ = ["CLASSES", "REGIONS", "BLOCKLIST", "write_laion_shards", "shard_urls", "load_shards",
            "vit_config", "TrainedViT", "train_vit", "show_samples", "plot_filter_rates",
@@ -342,12 +342,7 @@ def _vit_worker(images: np.ndarray, labels: np.ndarray, config: dict[str, Any], 
         history["train_accuracy"].append(float(torch.cat(hits).mean().item()))
         bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", acc=f"{history['train_accuracy'][-1]:.3f}")
     bar.close()
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        state = {k: v.detach().to("cpu", torch.float32) for k, v in accelerator.get_state_dict(model).items()}
-        torch.save({"state_dict": state, "history": history}, result_path)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    save_result(accelerator, model, result_path, history=history)
 
 
 def train_vit(images: np.ndarray, labels: np.ndarray, *, num_labels: int, image_size: int = 32, patch_size: int = 4,

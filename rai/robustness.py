@@ -47,7 +47,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .training import launch_for_result, make_accelerator
+from .training import launch_for_result, make_accelerator, save_result
 
 __all__ = [
     "write_digits_imagefolder", "ImageSplit", "load_image_split", "stack_dataset", "build_model",
@@ -353,12 +353,7 @@ def _train_worker(dataset, config: dict[str, Any], loss_fn: Callable | None, res
         bar.set_postfix(loss=f"{history[-1]:.4f}")
     bar.close()
 
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        state = {k: v.detach().to("cpu", torch.float32) for k, v in accelerator.get_state_dict(model).items()}
-        torch.save({"state_dict": state, "history": history, "epoch_seconds": epoch_seconds}, result_path)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    save_result(accelerator, model, result_path, history=history, epoch_seconds=epoch_seconds)
 
 
 def _dry_run(dataset, config, loss_fn) -> None:

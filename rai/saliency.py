@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .training import launch_for_result, make_accelerator
+from .training import launch_for_result, make_accelerator, save_result
 
 __all__ = ["write_digits_imagefolder", "load_imagefolder", "make_cnn", "TrainedCNN", "train_cnn",
            "class_logit", "randomized_copies", "linear_image_model", "plot_attribution_grid"]
@@ -176,12 +176,7 @@ def _train_worker(X, y, config: dict[str, Any], result_path: str) -> None:
         history.append(float(torch.cat(losses).mean().item()))
         bar.set_postfix(loss=f"{history[-1]:.4f}")
     bar.close()
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        state = {k: v.detach().to("cpu", torch.float32) for k, v in accelerator.get_state_dict(model).items()}
-        torch.save({"state_dict": state, "history": history}, result_path)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    save_result(accelerator, model, result_path, history=history)
 
 
 def train_cnn(X_train, y_train, *, n_classes: int = 10, channels: Sequence[int] = (16, 32), epochs: int = 20,

@@ -205,6 +205,20 @@ def launch_for_result(worker: Callable, args: tuple, num_processes: int = 1, mix
             shutil.rmtree(directory, ignore_errors=True)
 
 
+def save_result(accelerator, model, result_path: str, **extra: Any) -> None:
+    """The end of every training worker: the main process saves the weights (float32, on the CPU)
+    and ``extra`` (e.g. ``history``) to ``result_path`` for :func:`launch_for_result`; then all
+    processes leave together."""
+    import torch
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = {k: v.detach().to("cpu", torch.float32) for k, v in accelerator.get_state_dict(model).items()}
+        torch.save({"state_dict": state, **extra}, result_path)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
 def _train_worker(X: np.ndarray, y: np.ndarray, config: dict[str, Any], result_path: str) -> None:
     """The body run by every process: build, prepare, train, save (main process).
 
@@ -261,12 +275,7 @@ def _train_worker(X: np.ndarray, y: np.ndarray, config: dict[str, Any], result_p
         bar.set_postfix(epoch=epoch + 1, loss=f"{history[-1]:.4f}")
     bar.close()
 
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        state = {k: v.detach().to("cpu", torch.float32) for k, v in accelerator.get_state_dict(model).items()}
-        torch.save({"state_dict": state, "history": history}, result_path)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    save_result(accelerator, model, result_path, history=history)
 
 
 def train_classifier(

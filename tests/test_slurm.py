@@ -139,16 +139,21 @@ def _slow_down(root: Path, student: str) -> None:
         "total": "import time\ntime.sleep(6)\ntotal = scale * sum(square(i) for i in range(n))"}))
 
 
-def test_a_failed_task_is_retried_once_and_graded(course, cluster):
-    _slow_down(course, "solution")
+def _grade_while_killing(course: Path, cluster: SlurmCluster, student: str, times: int):
+    """Grade on Slurm while the task of ``student``'s (slowed-down) submission is killed ``times`` times."""
+    _slow_down(course, student)
     stop = threading.Event()
-    killer = threading.Thread(target=_kill_tasks_of, args=(cluster, course, "solution", 1, stop))
+    killer = threading.Thread(target=_kill_tasks_of, args=(cluster, course, student, times, stop))
     killer.start()
     try:
-        proc = grade_on_slurm(course, cluster)
+        return grade_on_slurm(course, cluster)
     finally:
         stop.set()
         killer.join()
+
+
+def test_a_failed_task_is_retried_once_and_graded(course, cluster):
+    proc = _grade_while_killing(course, cluster, "solution", 1)
     assert "submitting it again" in proc.stderr
     assert cell_scores(course)["solution"]["test_total"] == 1.0
     (run_dir,) = run_dirs(course)
@@ -156,15 +161,7 @@ def test_a_failed_task_is_retried_once_and_graded(course, cluster):
 
 
 def test_a_task_failing_twice_is_reported_and_the_batch_goes_on(course, cluster):
-    _slow_down(course, "solution")
-    stop = threading.Event()
-    killer = threading.Thread(target=_kill_tasks_of, args=(cluster, course, "solution", 2, stop))
-    killer.start()
-    try:
-        proc = grade_on_slurm(course, cluster)
-    finally:
-        stop.set()
-        killer.join()
+    proc = _grade_while_killing(course, cluster, "solution", 2)
     line = next(line for line in proc.stdout.splitlines() if line.startswith("solution"))
     assert "error" in line and "grading failed on Slurm 2 times" in line and "CANCELLED" in line, proc.stdout
     scores = cell_scores(course)
