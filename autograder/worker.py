@@ -312,6 +312,17 @@ def preload_lab(lab) -> None:
             continue
 
 
+def _warm_imports(template_paths: list[str]) -> None:
+    """:func:`preload_lab` for a lone worker, from the grading templates of its job."""
+    from .trusted import TrustedContext
+
+    for path in template_paths:
+        try:
+            TrustedContext.from_notebook(nbformat.read(path, as_version=4))
+        except Exception:  # noqa: BLE001 -- warming a cache must never stop grading
+            continue
+
+
 def die_with_parent() -> None:
     """Linux: have the kernel kill this worker when the coordinator dies (even by kill -9).
 
@@ -576,7 +587,14 @@ def main(argv: list[str] | None = None) -> int:
     _skip_slow_optional_imports()
     _ensure_venv_on_path()
     worker_init(prestart=False, in_pool=False)
-    result = grade_submission(GradingJob.from_json(path.read_text(encoding="utf-8")))
+    job = GradingJob.from_json(path.read_text(encoding="utf-8"))
+    if job.trusted_checks:
+        # a task grades one submission: what its checks import (pandas, torch...) is loaded
+        # while the kernel runs the notebook, instead of after it, on the first check
+        import threading
+
+        threading.Thread(target=_warm_imports, args=(list(job.templates.values()),), daemon=True).start()
+    result = grade_submission(job)
     print(f"{result.student} {result.lab}: {result.score:g}/{result.max_score:g} {result.status} {result.message}")
     return 0
 
