@@ -169,13 +169,13 @@ def graded_lab(request, tmp_path_factory):
 
     seconds = {p.stem: json.loads(p.read_text()).get("seconds", {})
                for p in (root / ".autograder" / lab / "results").glob("*.json")}
-    return lab, scores, max_points, manual, proc.stdout, seconds
+    return lab, scores, max_points, manual, proc.stdout, seconds, root
 
 
 def test_solution_earns_every_autograded_point(graded_lab, pytestconfig):
     from book_build import report as say
 
-    lab, scores, max_points, manual, report, seconds = graded_lab
+    lab, scores, max_points, manual, report, seconds, _ = graded_lab
     solution = seconds.get("solution", {})
     say(pytestconfig, f"[labs] {lab}: the solution graded in {solution.get('total', float('nan')):.1f} s "
                       f"({solution.get('cells', float('nan')):.1f} s in cells), "
@@ -188,12 +188,12 @@ def test_solution_earns_every_autograded_point(graded_lab, pytestconfig):
 
 
 def test_blank_release_earns_nothing(graded_lab):
-    lab, scores, max_points, manual, report, _ = graded_lab
+    lab, scores, max_points, manual, report, *_ = graded_lab
     assert all(score == 0 for score in scores["blank"].values()), f"{lab}: blank earned {scores['blank']}"
 
 
 def test_partial_answer_earns_part(graded_lab):
-    lab, scores, max_points, manual, report, _ = graded_lab
+    lab, scores, max_points, manual, report, *_ = graded_lab
     earned = sum(s or 0 for s in scores["partial"].values())
     total = sum(p for g, p in max_points.items() if g not in manual)
     assert 0 < earned < total, f"{lab}: partial earned {earned} of {total}"
@@ -203,7 +203,7 @@ def test_partial_answer_earns_part(graded_lab):
 
 def test_typical_wrong_answers_lose_exactly_their_tests(graded_lab):
     """A plausible mistake in one answer costs the tests that check it, and nothing else."""
-    lab, scores, max_points, manual, report, _ = graded_lab
+    lab, scores, max_points, manual, report, *_ = graded_lab
     wrongs = wrong_answers(lab)
     if not wrongs:
         pytest.skip(f"{lab} declares no typical wrong answer yet")
@@ -228,11 +228,10 @@ def _region_lines(source: str, begin: str, end: str) -> list[str]:
     return lines
 
 
-def test_feedback_never_shows_hidden_tests_or_solutions(graded_lab, tmp_path):
+def test_feedback_never_shows_hidden_tests_or_solutions(graded_lab):
     from bs4 import BeautifulSoup
 
-    lab = graded_lab[0]
-    root = next(p for p in tmp_path.parents[1].rglob(f"{lab}*") if (p / "gradebook.db").exists())
+    lab, root = graded_lab[0], graded_lab[-1]      # the course this session graded, nothing older
     run_cli("feedback", lab, "--course-dir", str(root))
     hidden, solutions = [], []
     for src in source_notebooks(lab).values():
