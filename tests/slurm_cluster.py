@@ -3,7 +3,8 @@
 Debian's ``slurm-wlm`` and ``munge`` (installed by ``.ci/setup``): munged as the
 munge user, then ``slurmctld`` and ``slurmd`` in the foreground as children of
 this process, with a ``slurm.conf`` generated for this host's name and cores in
-a private directory (``SLURM_CONF`` points the client commands at it).  Starts
+a private directory (``SLURM_CONF`` points the client commands at it).  The
+daemons talk over 127.0.0.1, so the host name need not resolve.  Starts
 in a few seconds; :meth:`SlurmCluster.stop` shuts the daemons down.
 """
 from __future__ import annotations
@@ -42,7 +43,9 @@ class SlurmCluster:
     def __init__(self, root: Path, cpus: int | None = None, memory_mb: int = 8000):
         self.root = Path(root)
         self.cpus = cpus or os.cpu_count() or 1
-        self.memory_mb = memory_mb
+        # a node declaring more memory than it has is drained by slurmctld: stay below it
+        total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+        self.memory_mb = max(1, min(memory_mb, int(total_mb * 0.8)))
         self.host = socket.gethostname().split(".")[0]
         self.conf = self.root / "slurm.conf"
         self.procs: list[subprocess.Popen] = []
@@ -54,7 +57,7 @@ class SlurmCluster:
         r = self.root
         self.conf.write_text(f"""\
 ClusterName=raitest
-SlurmctldHost={self.host}
+SlurmctldHost={self.host}(127.0.0.1)
 SlurmUser=root
 SlurmctldPort={_free_port()}
 SlurmdPort={_free_port()}
@@ -78,7 +81,7 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MinJobAge=600
 KillWait=5
-NodeName={self.host} CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN
+NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """)
 
