@@ -38,6 +38,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .training import accelerator_options  # one place decides CPU/gloo and mixed precision
+
 __all__ = ["DigitsData", "accelerator_options", "bash_syntax_ok", "launch_arguments", "load_digits", "make_mlp",
            "plain_training_loop", "plot_scaling", "predict_logits", "read_optdigits", "run_for_result",
            "simulate_slurm_job", "split_stages"]
@@ -178,36 +180,6 @@ def plain_training_loop(X_train, y_train, hidden: Sequence[int] = (256, 256), gl
     elapsed = time.perf_counter() - start
     return {"losses": np.array(losses, dtype=np.float64), "samples_per_s": seen / elapsed,
             "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-
-
-def accelerator_options(mixed_precision: str = "no", cpu: bool = False) -> dict[str, Any]:
-    """Keyword arguments for ``Accelerator`` in this process (call it inside the launched function).
-
-    Returns ``{"mixed_precision": ..., "cpu": ...}``:
-
-    * ``cpu=True`` when there is no GPU and several processes run: accelerate then sets up gloo data
-      parallelism on the CPU cores (without it, each process would train alone);
-    * ``mixed_precision`` as asked, except ``"fp16"`` without a GPU, which becomes ``"no"`` (fp16
-      autocast needs a GPU; ``"bf16"`` works on CPUs).
-
-    ``cpu=True`` forces the CPU (and gloo) even where there are GPUs -- e.g. for a two-process
-    demonstration on a node with a single GPU.  With several processes on CPUs it also gives each
-    process its share of the cores (``torch.set_num_threads``), so that they do not oversubscribe them.
-    """
-    import torch
-
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    has_gpu = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    if cpu:
-        has_gpu = False
-    if mixed_precision == "fp16" and not has_gpu:
-        mixed_precision = "no"
-    multi_cpu = world_size > 1 and not has_gpu
-    if multi_cpu:
-        threads = max(1, (os.cpu_count() or 1) // world_size)
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        torch.set_num_threads(threads)
-    return {"mixed_precision": mixed_precision, "cpu": multi_cpu or bool(cpu)}
 
 
 def run_for_result(worker, args: tuple, num_processes: int = 1, mixed_precision: str = "no",

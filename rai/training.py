@@ -121,32 +121,49 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_accelerator(mixed_precision: str = "no"):
-    """The ``Accelerator`` for this process, whether it runs alone or is one of several.
+def accelerator_options(mixed_precision: str = "no", cpu: bool = False) -> dict[str, Any]:
+    """Keyword arguments for ``Accelerator`` in this process (call it inside the launched function).
 
-    Call it inside the function every process runs (after the fork).  It falls back from fp16 to
-    full precision where there is no GPU (fp16 autocast needs one; bf16 works on CPUs), and with
-    several processes on CPUs asks accelerate for gloo data parallelism (``cpu=True``; otherwise
-    each process would train alone) with the cores shared out between processes.
+    Returns ``{"mixed_precision": ..., "cpu": ...}``:
+
+    * ``cpu=True`` when there is no GPU and several processes run: accelerate then sets up gloo data
+      parallelism on the CPU cores (without it, each process would train alone);
+    * ``mixed_precision`` as asked, except ``"fp16"`` without a GPU, which becomes ``"no"`` (fp16
+      autocast needs a GPU; ``"bf16"`` works on CPUs).
+
+    ``cpu=True`` forces the CPU (and gloo) even where there are GPUs -- e.g. for a two-process
+    demonstration on a node with a single GPU.  With several processes on CPUs it also gives each
+    process its share of the cores (``torch.set_num_threads``), so that they do not oversubscribe them.
     """
     import torch
-    from accelerate import Accelerator
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    if mixed_precision == "fp16" and not has_accelerator:
-        if int(os.environ.get("RANK", "0")) == 0:
-            print("mixed_precision='fp16' needs a GPU; training in full precision on the CPU.")
+    has_gpu = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    if cpu:
+        has_gpu = False
+    if mixed_precision == "fp16" and not has_gpu:
         mixed_precision = "no"
-    multi_cpu = world_size > 1 and not has_accelerator
+    multi_cpu = world_size > 1 and not has_gpu
     if multi_cpu:
-        # Several processes share the CPU cores: a full-size thread pool in each would
-        # oversubscribe them and run slower than one process.  (Setting OMP_NUM_THREADS here, in
-        # the forked worker, also keeps accelerate from warning that it is unset.)
         threads = max(1, (os.cpu_count() or 1) // world_size)
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         torch.set_num_threads(threads)
-    return Accelerator(mixed_precision=mixed_precision, cpu=multi_cpu)
+    return {"mixed_precision": mixed_precision, "cpu": multi_cpu or bool(cpu)}
+
+
+def make_accelerator(mixed_precision: str = "no"):
+    """The ``Accelerator`` for this process, whether it runs alone or is one of several.
+
+    Call it inside the function every process runs (after the fork).  Its arguments come from
+    :func:`accelerator_options`: fp16 falls back to full precision where there is no GPU, and several
+    processes on CPUs get gloo data parallelism with the cores shared out between them.
+    """
+    from accelerate import Accelerator
+
+    options = accelerator_options(mixed_precision)
+    if options["mixed_precision"] != mixed_precision and int(os.environ.get("RANK", "0")) == 0:
+        print("mixed_precision='fp16' needs a GPU; training in full precision on the CPU.")
+    return Accelerator(**options)
 
 
 def launch(worker: Callable, args: tuple, num_processes: int = 1, mixed_precision: str = "no") -> None:
