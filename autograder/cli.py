@@ -1,6 +1,9 @@
 """The ``autograder`` command.
 
-    autograder release LAB [--course-dir D]
+    autograder release LAB [--course-dir D] [--exchange]
+    autograder watch [--course-dir D] [--workers N] [--once]
+    autograder serve [--course-dir D] [--host 127.0.0.1] [--port P] [--workers N]
+    autograder tokens add|list|revoke [NAME ...] [--instructor] [--course-dir D]
     autograder grade LAB [--course-dir D] [--student ID ...] [--workers N]
                          [--cell-timeout SEC] [--timeout SEC] [--memory-limit SIZE] [--disk-limit SIZE]
                          [--force] [--backend local|slurm] [--partition P] [--gres G] [--time T]
@@ -28,8 +31,29 @@ def _course(args) -> Course:
 def cmd_release(args) -> int:
     from .release import release_lab
 
-    for path in release_lab(_course(args), args.lab):
+    course = _course(args)
+    for path in release_lab(course, args.lab):
         print(f"released {path}")
+    if args.exchange:
+        from .release import publish_lab
+
+        print(f"published to nbgrader's exchange: {publish_lab(course, args.lab)} "
+              f"(students: nbgrader fetch_assignment {args.lab})")
+    return 0
+
+
+def cmd_watch(args) -> int:
+    import signal
+    import threading
+
+    from .intake import GradingLoop
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    loop = GradingLoop(_course(args), workers=args.workers, poll=args.poll, exchange=not args.no_exchange,
+                       submitted=not args.no_submitted, sandbox=not args.no_sandbox)
+    loop.run(stop, until_idle=args.once)
     return 0
 
 
@@ -67,6 +91,61 @@ def cmd_grade(args) -> int:
     print(format_table(rows))
     errors = sum(r.status == "error" for r in rows)
     print(f"\n{len(rows)} submission(s): {len(rows) - errors} graded, {errors} with errors")
+    return 0
+
+
+def cmd_tokens(args) -> int:
+    from .tokens import TokenStore
+
+    tokens = TokenStore(_course(args))
+    if args.action == "add":
+        if not args.names:
+            raise ValueError("name the students (or instructors) to issue tokens for")
+        role = "instructor" if args.instructor else "student"
+        print("# each token is shown only this once; the course keeps only its hash")
+        for name in args.names:
+            print(f"{name},{tokens.add(name, role)}")
+    elif args.action == "revoke":
+        for name in args.names:
+            print(f"{name}: {'revoked' if tokens.revoke(name) else 'had no token'}")
+    else:
+        for name, entry in tokens.list().items():
+            print(f"{name}\t{entry['role']}\t{entry['created']}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import subprocess
+
+    import uvicorn
+
+    from .course import parse_size
+    from .serve import ServeSettings, create_app
+
+    course = _course(args)
+    settings = ServeSettings(max_upload_bytes=parse_size(args.max_upload), uploads_per_window=args.rate,
+                             window_seconds=int(args.rate_window), secure_cookies=args.secure_cookies)
+    app = create_app(course, settings)
+    grader = None
+    if not args.no_grader:
+        command = [sys.executable, "-m", "autograder", "watch", "--course-dir", str(course.root)]
+        if args.db:
+            command += ["--db", args.db]
+        if args.workers:
+            command += ["--workers", str(args.workers)]
+        if args.no_sandbox:
+            command += ["--no-sandbox"]
+        grader = subprocess.Popen(command)
+        print(f"grading loop started (pid {grader.pid}): `autograder watch` on {course.root}", flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
+    finally:
+        if grader is not None:
+            grader.terminate()
+            try:
+                grader.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                grader.kill()
     return 0
 
 
@@ -140,7 +219,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("release", help="generate the student version of solutions/LAB into labs/LAB")
     p.add_argument("lab")
     course_dir(p)
+    p.add_argument("--exchange", action="store_true",
+                   help="also publish it to nbgrader's exchange (nbgrader release_assignment), for "
+                        "`nbgrader fetch_assignment` and the Assignment List on a JupyterHub")
     p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("watch", help="grade each submission as it arrives (nbgrader's exchange, submitted/, "
+                                     "uploads to `autograder serve`), with feedback for nbgrader fetch_feedback")
+    course_dir(p)
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help=f"submissions graded at once (default: number of cores, {os.cpu_count()})")
+    p.add_argument("--poll", type=_seconds, default=0.5, metavar="SEC",
+                   help="how often to look for new submissions (default 0.5 s)")
+    p.add_argument("--once", action="store_true", help="grade what is waiting, then stop")
+    p.add_argument("--no-exchange", action="store_true", help="do not read nbgrader's exchange inbound")
+    p.add_argument("--no-submitted", action="store_true", help="do not grade changes in submitted/")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="run student code without bubblewrap (it then has your rights, files and network)")
+    p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("grade", help="grade every submission in submitted/*/LAB")
     p.add_argument("lab")
@@ -180,6 +276,30 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--sbatch-arg", action="append", default=None, metavar="ARG",
                        help="one more sbatch argument, e.g. --sbatch-arg=--qos=short (repeatable)")
     p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("tokens", help="course tokens for `autograder serve` (stored hashed)")
+    p.add_argument("action", choices=["add", "list", "revoke"])
+    p.add_argument("names", nargs="*", metavar="NAME", help="student ids (or instructor names with --instructor)")
+    course_dir(p)
+    p.add_argument("--instructor", action="store_true", help="tokens that open the instructors' score table")
+    p.set_defaults(func=cmd_tokens)
+
+    p = sub.add_parser("serve", help="the submission service without a JupyterHub: students upload a lab and "
+                                     "see its score and feedback; starts the grading loop too")
+    course_dir(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=_positive_int, default=None, help="submissions graded at once")
+    p.add_argument("--max-upload", default="8M", metavar="SIZE", help="largest notebook accepted (default 8M)")
+    p.add_argument("--rate", type=_positive_int, default=10, metavar="N",
+                   help="uploads per student per --rate-window (default 10)")
+    p.add_argument("--rate-window", type=_seconds, default=600, metavar="SEC", help="default 600 s")
+    p.add_argument("--secure-cookies", action="store_true", help="behind HTTPS: cookies only over HTTPS")
+    p.add_argument("--no-grader", action="store_true",
+                   help="do not start the grading loop (an `autograder watch` runs separately)")
+    p.add_argument("--no-sandbox", action="store_true", help="grade without bubblewrap (see grade --no-sandbox)")
+    p.add_argument("--quiet", action="store_true", help="log warnings only, not every request")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("feedback", help="HTML feedback per student under feedback/")
     p.add_argument("lab")

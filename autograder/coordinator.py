@@ -24,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import multiprocessing as mp
 import nbformat
@@ -54,6 +54,7 @@ class GradeOptions:
     trusted_checks: bool = True  # False: test cells run in the student's kernel, as in nbgrader
     backend: str = "local"       # "local": a pool of worker processes here; "slurm": a job array
     slurm: "SlurmOptions | None" = None
+    on_row: "Callable[[Row], None] | None" = None  # told of each submission as soon as it is recorded
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Row:
     seconds: dict = field(default_factory=dict)
     manual_pending: float = 0.0
     notes: int = 0
+    retry: bool = False  # the grader failed, not the submission: it is graded again on the next run
 
     @property
     def status_line(self) -> str:
@@ -168,18 +170,22 @@ class Coordinator:
 
     # -- the run ----------------------------------------------------------------
     def run(self) -> list[Row]:
-        with self._exclusive():
-            if self.options.backend == "slurm":
-                # first the array tasks of a killed run (they work in the scratch reaped below)
-                self._slurm().cancel_leftovers()
-            # what a killed run left: sandboxes still running in its scratch directories,
-            # cgroups, the directories themselves.  Nothing there is needed.
-            reap_leftovers(self.state / "scratch")
-            shutil.rmtree(self.state / "scratch", ignore_errors=True)
-            return self._run()
+        with self.exclusive():
+            return self.run_locked()
+
+    def run_locked(self) -> list[Row]:
+        """:meth:`run`, for a caller that already holds :meth:`exclusive`."""
+        if self.options.backend == "slurm":
+            # first the array tasks of a killed run (they work in the scratch reaped below)
+            self._slurm().cancel_leftovers()
+        # what a killed run left: sandboxes still running in its scratch directories,
+        # cgroups, the directories themselves.  Nothing there is needed.
+        reap_leftovers(self.state / "scratch")
+        shutil.rmtree(self.state / "scratch", ignore_errors=True)
+        return self._run()
 
     @contextlib.contextmanager
-    def _exclusive(self):
+    def exclusive(self):
         """One coordinator per course and lab at a time (two would grade and record twice)."""
         import fcntl
 
@@ -189,8 +195,9 @@ class Coordinator:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 lock.seek(0)
-                raise CourseError(f"another `autograder grade {self.lab.name}` is running on this course "
-                                  f"(pid {lock.read().strip() or '?'}); wait for it or stop it") from None
+                raise CourseError(f"another grader (`autograder grade`, `watch` or `serve`) is grading "
+                                  f"{self.lab.name} on this course (pid {lock.read().strip() or '?'}); "
+                                  "wait for it or stop it") from None
             lock.seek(0)
             lock.truncate()
             lock.write(str(os.getpid()))
@@ -233,19 +240,24 @@ class Coordinator:
                 recorded = self._load(self._recorded_path(student))
                 if (not self.options.force and recorded is not None and recorded.digest == job.digest
                         and writer.has_submission(self.lab.name, student)):
-                    rows[student] = Row(student, recorded.score, recorded.max_score, "unchanged",
-                                        recorded.message, manual_pending=recorded.manual_pending)
+                    rows[student] = self._told(Row(student, recorded.score, recorded.max_score, "unchanged",
+                                                   recorded.message, manual_pending=recorded.manual_pending))
                     continue
                 finished = self._load(Path(job.result_path))
                 if (not self.options.force and finished is not None and finished.digest == job.digest
                         and not finished.retry):
                     # graded before a crash but never recorded: record it now, don't re-run
-                    rows[student] = self._record(writer, job, finished)
+                    rows[student] = self._told(self._record(writer, job, finished))
                     continue
                 todo.append(job)
             for job, result in self._execute(todo):
-                rows[job.student] = self._record(writer, job, result)
+                rows[job.student] = self._told(self._record(writer, job, result))
         return rows_unknown + [rows[s] for s in students]
+
+    def _told(self, row: Row) -> Row:
+        if self.options.on_row is not None:
+            self.options.on_row(row)
+        return row
 
     def _ensure_lab_registered(self, writer: GradebookWriter) -> None:
         from nbgrader.api import MissingEntry
@@ -284,7 +296,7 @@ class Coordinator:
             message = "; ".join(filter(None, [message, f"answer changed since graded by hand: {cells} "
                                                        f"(old grade kept in {log.name}); grade it again"]))
         return Row(result.student, result.score, result.max_score, result.status, message, result.seconds,
-                   result.manual_pending, len(result.notes))
+                   result.manual_pending, len(result.notes), result.retry)
 
     def _slurm(self):
         from .slurm import SlurmBackend, SlurmOptions, slurm_available

@@ -5,7 +5,9 @@ import contextlib
 import io
 import logging
 
-from .course import Course, CourseError
+from pathlib import Path
+
+from .course import COURSE_ID, Course, CourseError
 
 
 def nbgrader_api(course: Course):
@@ -38,3 +40,22 @@ def release_lab(course: Course, lab_name: str) -> list[str]:
         _quiet(api.generate_assignment(lab.name, force=True, create=True), f"releasing {lab.name}")
     released = [str(course.release / lab.name / nb) for nb in lab.notebooks]
     return released
+
+
+
+def publish_lab(course: Course, lab_name: str) -> str:
+    """Copy ``labs/LAB`` into nbgrader's exchange, where ``nbgrader fetch_assignment`` finds it.
+
+    This is nbgrader's own ``release_assignment`` (into the exchange's
+    ``outbound``), replacing an earlier publication of the lab.
+    """
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    lab = course.lab(lab_name)
+    config = course.nbgrader_config()
+    config.ExchangeReleaseAssignment.force = True
+    api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+    with contextlib.redirect_stderr(io.StringIO()):
+        _quiet(api.release_assignment(lab.name), f"publishing {lab.name} to nbgrader's exchange")
+    return str(Path(config.Exchange.root) / COURSE_ID / "outbound" / lab.name)

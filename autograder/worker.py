@@ -413,9 +413,14 @@ def grade_submission(job: GradingJob) -> GradingResult:
                 lines = "\n".join(f"- {note}" for note in result.notes)
                 nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"**Notes from the autograder**\n\n{lines}"))
             atomic_write(out_dir / name, nbformat.writes(nb))
-        stamp = Path(job.submission_dir) / "timestamp.txt"
-        if stamp.is_file() and not stamp.is_symlink():
-            atomic_write(out_dir / "timestamp.txt", stamp.read_bytes()[:200])
+        # nbgrader's feedback carries these two on: its release_feedback names the
+        # HTML after the submission's secret, so that fetch_feedback finds it
+        for name in ("timestamp.txt", "submission_secret.txt"):
+            stamp = Path(job.submission_dir) / name
+            if stamp.is_file() and not stamp.is_symlink():
+                atomic_write(out_dir / name, stamp.read_bytes()[:200])
+            else:  # not one an earlier version left
+                (out_dir / name).unlink(missing_ok=True)
         if result.events and result.status == "graded":
             result.message = "; ".join(_describe(e) for e in result.events)
     except SubmissionError as exc:
