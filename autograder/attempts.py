@@ -141,8 +141,9 @@ class AttemptStore:
                           received=utcnow().isoformat(), submitted=when.astimezone(dt.timezone.utc).isoformat(),
                           origin=origin)
         final = self.path(attempt)
-        if seed is not None and (final / "attempt.json").is_file():
-            return self.load(final)
+        if seed is not None:
+            for existing in final.parent.glob(f"*-{attempt.id.rsplit('-', 1)[1]}/attempt.json"):
+                return self.load(existing.parent)
         incoming = self.root / ".incoming" / attempt.id
         shutil.rmtree(incoming, ignore_errors=True)
         (incoming / "files").mkdir(parents=True)

@@ -49,8 +49,16 @@ def cmd_watch(args) -> int:
     from .intake import GradingLoop
 
     stop = threading.Event()
+
+    def on_signal(signum, frame):
+        if stop.is_set():  # the second time: now (what is being graded is graded again on restart)
+            raise KeyboardInterrupt
+        stop.set()
+        print("autograder watch: stopping after the submissions being graded; signal again to stop now",
+              file=sys.stderr, flush=True)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     loop = GradingLoop(_course(args), workers=args.workers, poll=args.poll, exchange=not args.no_exchange,
                        submitted=not args.no_submitted, sandbox=not args.no_sandbox)
     loop.run(stop, until_idle=args.once)
@@ -135,7 +143,7 @@ def cmd_serve(args) -> int:
             command += ["--workers", str(args.workers)]
         if args.no_sandbox:
             command += ["--no-sandbox"]
-        grader = subprocess.Popen(command)
+        grader = subprocess.Popen(command, preexec_fn=_die_with_parent)
         print(f"grading loop started (pid {grader.pid}): `autograder watch` on {course.root}", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
@@ -147,6 +155,17 @@ def cmd_serve(args) -> int:
             except subprocess.TimeoutExpired:
                 grader.kill()
     return 0
+
+
+def _die_with_parent() -> None:
+    """In a child: SIGTERM when the parent dies, however it dies (Linux's PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: the parent's `finally` stops it on a normal exit
 
 
 def cmd_feedback(args) -> int:

@@ -79,8 +79,15 @@ class Row:
         return text
 
 
-def _tree_digest(root: Path) -> hashlib._Hash:
-    """Digest of the regular files under ``root`` (names and contents; symlinks by target text)."""
+# nbgrader's record of when and by which `nbgrader submit` a version came: not part of the version
+SUBMISSION_RECORDS = frozenset({"timestamp.txt", "submission_secret.txt"})
+
+
+def _tree_digest(root: Path, ignore: frozenset[str] = frozenset()) -> hashlib._Hash:
+    """Digest of the regular files under ``root`` (names and contents; symlinks by target text).
+
+    Top-level files named in ``ignore`` are left out.
+    """
     h = hashlib.sha256()
     if not root.is_dir():
         h.update(b"<missing>")
@@ -88,6 +95,8 @@ def _tree_digest(root: Path) -> hashlib._Hash:
     for dirpath, dirs, files in os.walk(root, followlinks=False):
         dirs.sort()
         for name in sorted(files):
+            if name in ignore and Path(dirpath) == root:
+                continue
             path = Path(dirpath) / name
             rel = str(path.relative_to(root)).encode("utf-8", "surrogateescape")
             h.update(b"\0F" + rel + b"\0")
@@ -136,7 +145,9 @@ class Coordinator:
 
     def job_for(self, student: str) -> GradingJob:
         submission = self.course.submitted / student / self.lab.name
-        digest = hashlib.sha256((self.template_digest + _tree_digest(submission).hexdigest()).encode()).hexdigest()
+        # the same notebook handed in again is the same version: its grade stands, it is not run again
+        version = _tree_digest(submission, ignore=SUBMISSION_RECORDS).hexdigest()
+        digest = hashlib.sha256((self.template_digest + version).encode()).hexdigest()
         return GradingJob(
             student=student,
             lab=self.lab.name,

@@ -99,7 +99,7 @@ def test_a_second_coordinator_on_the_same_lab_is_refused(tmp_path):
         time.sleep(1.5)
         second = run_cli("grade", TOY_LAB, "--course-dir", str(root), check=False)
         assert second.returncode == 2
-        assert "another `autograder grade toy` is running" in second.stderr
+        assert "is grading toy on this course" in second.stderr
     finally:
         first.kill()
         first.wait()
