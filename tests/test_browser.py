@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import http.server
 import os
-import shutil
 import threading
 import urllib.request
 from pathlib import Path
@@ -21,21 +20,12 @@ import yaml
 from book_build import BookBuild, report
 from conftest import REPO
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is installed by the test command")
+from headless import start_browser  # noqa: E402  (skips without selenium)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 CHAPTER = "book/ethical-ml/day2-afternoon-fairness"
-
-
-def chromium() -> tuple[str, str]:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    driver = shutil.which("chromedriver")
-    if not (browser and driver):
-        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium chromium-driver; "
-                    ".ci/setup does it)")
-    return browser, driver
 
 
 @pytest.fixture(scope="module")
@@ -56,17 +46,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    binary, driver_path = chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    # headless, as root in a container, and quiet on a closed network: no background fetches
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1280,900",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path), options=options)
-    driver.set_page_load_timeout(60)
+    driver = start_browser(tmp_path_factory.mktemp("chromium-profile"))
     yield driver
     driver.quit()
 
