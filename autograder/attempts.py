@@ -19,6 +19,7 @@ already there).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -26,6 +27,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -144,6 +146,9 @@ class AttemptStore:
         if seed is not None:
             for existing in final.parent.glob(f"*-{attempt.id.rsplit('-', 1)[1]}/attempt.json"):
                 return self.load(existing.parent)
+        # queued first: a marker whose attempt never arrived is dropped by waiting(), while an
+        # attempt without its marker would never be graded
+        self._enqueue(attempt)
         incoming = self.root / ".incoming" / attempt.id
         shutil.rmtree(incoming, ignore_errors=True)
         (incoming / "files").mkdir(parents=True)
@@ -167,6 +172,15 @@ class AttemptStore:
 
     def save(self, attempt: Attempt) -> None:
         atomic_write(self.path(attempt) / "attempt.json", attempt.to_json())
+        if attempt.waiting:
+            self._enqueue(attempt)
+        else:
+            (self.root / ".queue" / attempt.id).unlink(missing_ok=True)
+
+    def _enqueue(self, attempt: Attempt) -> None:
+        marker = self.root / ".queue" / attempt.id
+        if not marker.exists():
+            atomic_write(marker, f"{attempt.lab}/{attempt.student}/{attempt.id}")
 
     # -- reading ----------------------------------------------------------------
     def load(self, path: Path) -> Attempt:
@@ -195,7 +209,24 @@ class AttemptStore:
         return sorted(found, key=lambda a: a.id)
 
     def waiting(self) -> list[Attempt]:
-        return [a for a in self.all() if a.waiting]
+        """Attempts still to be graded, oldest first (read from the queue, not from every attempt)."""
+        found = []
+        for marker in sorted((self.root / ".queue").glob("*")):
+            if marker.name.startswith("."):
+                continue
+            try:
+                attempt = self.load(self.root / marker.read_text(encoding="utf-8").strip())
+            except (OSError, ValueError, TypeError):
+                # its attempt was never stored (a crash in add) or is being replaced: look again later
+                with contextlib.suppress(OSError):
+                    if time.time() - marker.stat().st_mtime > 60:
+                        marker.unlink()
+                continue
+            if attempt.waiting:
+                found.append(attempt)
+            else:
+                marker.unlink(missing_ok=True)
+        return found
 
     def latest(self, lab: str) -> dict[str, Attempt]:
         """Each student's newest attempt of ``lab``."""

@@ -33,6 +33,7 @@ import shutil
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Callable
 
@@ -97,7 +98,12 @@ class GradingLoop:
         with self.exclusive():
             self.log(f"watching {self._sources()} of {self.course.root}")
             while not stop.is_set():
-                busy = self.step()
+                try:
+                    busy = self.step()
+                except Exception:  # noqa: BLE001 -- a service: say what broke, keep serving the others
+                    self.log("the grading loop failed; trying again in 5 s:\n" + traceback.format_exc())
+                    stop.wait(max(self.poll, 5))
+                    continue
                 if not busy:
                     if until_idle:
                         return
@@ -260,7 +266,7 @@ class GradingLoop:
         except CourseError as exc:  # e.g. an instructor's `autograder grade` holds the lab: wait for it
             self.log(f"{lab.name}: {exc}; trying again in {max(self.poll, 5):g} s")
             time.sleep(max(self.poll, 5))
-            return False
+            return True
         return True
 
     # -- 4. feedback ------------------------------------------------------------------

@@ -209,6 +209,17 @@ def test_attempts_are_stored_whole_and_by_seed_once(tmp_path):
         store.add("alice", "nope", {TOY_NOTEBOOK: b"{}"}, "upload")
     with pytest.raises(CourseError, match="plain file name"):
         store.add("alice", TOY_LAB, {"../x.ipynb": b"{}"}, "upload")
+    # the queue lists what waits; a marker whose attempt was never stored (a crash in add) goes away
+    assert [a.id for a in store.waiting()] == [one.id]
+    lost = store.root / ".queue" / "20260101T000000000000Z-0000000000000000"
+    lost.write_text(f"{TOY_LAB}/alice/20260101T000000000000Z-0000000000000000")
+    assert [a.id for a in store.waiting()] == [one.id] and lost.exists()
+    os.utime(lost, (time.time() - 120, time.time() - 120))
+    store.waiting()
+    assert not lost.exists()
+    one.status = "graded"
+    store.save(one)
+    assert store.waiting() == [] and store.find(one.id).status == "graded"
     other = one.id[:-1] + ("0" if one.id[-1] != "0" else "1")
     assert store.find("../../etc") is None and store.find(other) is None
-    assert json.loads((store.path(one) / "attempt.json").read_text())["status"] == "pending"
+    assert json.loads((store.path(one) / "attempt.json").read_text())["status"] == "graded"
