@@ -195,25 +195,11 @@ class Coordinator:
         shutil.rmtree(self.state / "scratch", ignore_errors=True)
         return self._run()
 
-    @contextlib.contextmanager
     def exclusive(self):
         """One coordinator per course and lab at a time (two would grade and record twice)."""
-        import fcntl
-
-        self.state.mkdir(parents=True, exist_ok=True)
-        with open(self.state / "lock", "a+") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock.seek(0)
-                raise CourseError(f"another grader (`autograder grade`, `watch` or `serve`) is grading "
-                                  f"{self.lab.name} on this course (pid {lock.read().strip() or '?'}); "
-                                  "wait for it or stop it") from None
-            lock.seek(0)
-            lock.truncate()
-            lock.write(str(os.getpid()))
-            lock.flush()
-            yield
+        return pid_lock(self.state / "lock", lambda pid: (
+            f"another grader (`autograder grade`, `watch` or `serve`) is grading {self.lab.name} on this "
+            f"course (pid {pid}); wait for it or stop it"))
 
     def _run(self) -> list[Row]:
         students = self.course.student_ids(self.lab.name)
@@ -372,6 +358,28 @@ class Coordinator:
                         bar.update(1)
         finally:
             bar.close()
+
+
+@contextlib.contextmanager
+def pid_lock(path: Path, busy: Callable[[str], str]):
+    """Hold an exclusive lock on ``path``, our pid written in it; else CourseError(busy(their pid)).
+
+    The kernel releases the lock when its holder dies, however it dies.
+    """
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise CourseError(busy(lock.read().strip() or "?")) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
 
 
 def reap_leftovers(scratch_root: Path) -> int:

@@ -25,7 +25,6 @@ running again).  One loop per course: a second one is refused.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
@@ -39,7 +38,7 @@ from typing import Callable
 
 from .attempts import (ERROR, GRADED, GRADING, PENDING, SUPERSEDED, Attempt, AttemptStore, iter_dirs, read_files,
                        utcnow)
-from .coordinator import Coordinator, GradeOptions, Row, _tree_digest
+from .coordinator import Coordinator, GradeOptions, Row, _tree_digest, pid_lock
 from .course import COURSE_ID, Course, CourseError
 from .worker import MAX_SUBMISSION_BYTES, atomic_write
 
@@ -74,23 +73,9 @@ class GradingLoop:
         self._signatures: dict[str, tuple] = {}  # submitted/STUDENT/LAB -> stat signature last seen
 
     # -- one loop per course ------------------------------------------------------
-    @contextlib.contextmanager
     def exclusive(self):
-        import fcntl
-
-        self.state.mkdir(parents=True, exist_ok=True)
-        with open(self.state / "lock", "a+") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock.seek(0)
-                raise CourseError(f"a grading loop (`autograder watch` or `serve`) already runs on this course "
-                                  f"(pid {lock.read().strip() or '?'})") from None
-            lock.seek(0)
-            lock.truncate()
-            lock.write(str(os.getpid()))
-            lock.flush()
-            yield
+        return pid_lock(self.state / "lock", lambda pid: (
+            f"a grading loop (`autograder watch` or `serve`) already runs on this course (pid {pid})"))
 
     def run(self, stop: threading.Event | None = None, until_idle: bool = False) -> None:
         """Loop until ``stop`` is set (or, with ``until_idle``, until nothing is waiting)."""

@@ -1,6 +1,7 @@
 """Headless Chromium driven by Selenium, as the browser tests use it."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -33,3 +34,31 @@ def start_browser(profile: Path):
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path), options=options)
     driver.set_page_load_timeout(60)
     return driver
+
+
+def browser_fixture():
+    """A module fixture: one headless Chromium for the test module (``browser = browser_fixture()``)."""
+
+    @pytest.fixture(scope="module")
+    def browser(tmp_path_factory):
+        driver = start_browser(tmp_path_factory.mktemp("chromium-profile"))
+        yield driver
+        driver.quit()
+
+    return browser
+
+
+def screenshots_fixture(env_var: str, what: str):
+    """A module fixture: the folder screenshots go to (``$env_var``, else a temporary one), printed at the end."""
+
+    @pytest.fixture(scope="module")
+    def shots(tmp_path_factory, pytestconfig) -> Path:
+        from book_build import report
+
+        folder = Path(os.environ.get(env_var) or tmp_path_factory.mktemp("screenshots"))
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        report(pytestconfig, f"[browser] screenshots of {what} in {folder}: "
+                             + ", ".join(sorted(p.name for p in folder.glob("*.png"))))
+
+    return shots

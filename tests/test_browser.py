@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
 import threading
 import urllib.request
-from pathlib import Path
 from urllib.parse import urljoin
 
 import pytest
 import yaml
 
-from book_build import BookBuild, report
+from book_build import BookBuild
 from conftest import REPO
 
-from headless import start_browser  # noqa: E402  (skips without selenium)
+from headless import browser_fixture, screenshots_fixture  # noqa: E402  (skips without selenium)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -44,20 +42,8 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    driver = start_browser(tmp_path_factory.mktemp("chromium-profile"))
-    yield driver
-    driver.quit()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory, pytestconfig) -> Path:
-    folder = Path(os.environ.get("BOOK_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    yield folder
-    report(pytestconfig, f"[browser] screenshots of the book in {folder}: "
-                         + ", ".join(sorted(p.name for p in folder.glob("*.png"))))
+browser = browser_fixture()
+shots = screenshots_fixture("BOOK_SCREENSHOTS", "the book")
 
 
 def wait(browser, condition, seconds: float = 20):

@@ -8,7 +8,6 @@ and their folder printed.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat
@@ -16,9 +15,8 @@ import pytest
 
 from autograder.course import Course
 from autograder.demo import answer_ids, student_version
-from book_build import report
 from conftest import REPO
-from headless import start_browser  # skips without selenium
+from headless import browser_fixture, screenshots_fixture  # skips without selenium
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
@@ -36,20 +34,8 @@ def service(tmp_path_factory):
     service.stop()
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    driver = start_browser(tmp_path_factory.mktemp("chromium-profile"))
-    yield driver
-    driver.quit()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory, pytestconfig) -> Path:
-    folder = Path(os.environ.get("SERVE_SCREENSHOTS") or tmp_path_factory.mktemp("serve-screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    yield folder
-    report(pytestconfig, f"[browser] screenshots of the submission service in {folder}: "
-                         + ", ".join(sorted(p.name for p in folder.glob("*.png"))))
+browser = browser_fixture()
+shots = screenshots_fixture("SERVE_SCREENSHOTS", "the submission service")
 
 
 @pytest.fixture(scope="module")
