@@ -171,6 +171,9 @@ class GradingLoop:
                 self._signatures[key] = signature
                 if known.get(key) == digest:
                     continue
+                if key not in known and self._graded_since_changed(path, student_dir.name, lab_name):
+                    self._remember_submitted(key, digest)  # a batch graded it: not a new version
+                    continue
                 try:
                     lab = self.course.lab(lab_name)
                     files = read_files(path, [*lab.notebooks, *EXTRA_FILES], MAX_SUBMISSION_BYTES)
@@ -186,6 +189,15 @@ class GradingLoop:
                 added.append(attempt)
                 self.log(f"{attempt.student} {attempt.lab}: new version in {path}")
         return added
+
+    def _graded_since_changed(self, path: Path, student: str, lab_name: str) -> bool:
+        """``autograder grade`` recorded a result for this student after their files last changed."""
+        recorded = self.course.state / lab_name / "recorded" / f"{student}.json"
+        try:
+            changed = max((e.stat(follow_symlinks=False).st_mtime for e in os.scandir(path)), default=0.0)
+            return recorded.stat().st_mtime >= changed
+        except OSError:
+            return False
 
     def _known_submitted(self) -> dict[str, str]:
         try:
@@ -244,7 +256,8 @@ class GradingLoop:
             with coordinator.exclusive():
                 for attempt in batch:
                     self.install(attempt)
-                    attempt.status, attempt.started = GRADING, utcnow().isoformat()
+                    # the first hand-over stays: autograded files written since then are this attempt's
+                    attempt.status, attempt.started = GRADING, attempt.started or utcnow().isoformat()
                     self.store.save(attempt)
                 self.log(f"grading {lab.name}: {', '.join(sorted(by_student))}")
                 coordinator.run_locked()
@@ -264,7 +277,7 @@ class GradingLoop:
                 self.store.save(attempt)
                 self.log(f"{attempt.student} {attempt.lab}: the grader failed ({row.message}); trying again")
                 return
-        attempt.feedback = self.feedback(attempt)
+        attempt.feedback = self.feedback(attempt, fresh_only=row.status != "unchanged")
         attempt.status = GRADED if row.status in ("graded", "unchanged") else ERROR
         attempt.score, attempt.max_score = row.score, row.max_score
         attempt.manual_pending = row.manual_pending
@@ -279,18 +292,27 @@ class GradingLoop:
                  f"{' -- ' + attempt.message if attempt.message else ''}; feedback {attempt.latency:.1f} s "
                  f"after it was handed in")
 
-    def feedback(self, attempt: Attempt) -> list[str]:
-        """nbgrader's feedback HTML of this attempt: kept with it, and released to the exchange."""
+    def feedback(self, attempt: Attempt, fresh_only: bool = True) -> list[str]:
+        """nbgrader's feedback HTML of this attempt: kept with it, and released to the exchange.
+
+        ``fresh_only``: only from autograded notebooks written since this attempt was
+        handed to the grader (not an earlier version's, when grading it failed).
+        """
         from .feedback import generate_feedback
 
         lab = self.course.lab(attempt.lab)
-        if not all((self.course.autograded / attempt.student / lab.name / nb).is_file() for nb in lab.notebooks):
+        graded = [self.course.autograded / attempt.student / lab.name / nb for nb in lab.notebooks]
+        started = dt.datetime.fromisoformat(attempt.started).timestamp() if attempt.started else 0.0
+        if not _newer(graded, [], since=started - 1 if fresh_only else 0.0):
             return []  # nothing ran (the message says why)
-        try:
-            written = [Path(p) for p in generate_feedback(self.course, lab.name, attempt.student)]
-        except CourseError as exc:
-            attempt.notes.append(f"no feedback: {exc}".splitlines()[0])
-            return []
+        written = [self.course.feedback / attempt.student / lab.name / (Path(nb).stem + ".html")
+                   for nb in lab.notebooks]
+        if not _newer(written, graded):  # a version not run again keeps the feedback it has (1 s saved)
+            try:
+                written = [Path(p) for p in generate_feedback(self.course, lab.name, attempt.student)]
+            except CourseError as exc:
+                attempt.notes.append(f"no feedback: {exc}".splitlines()[0])
+                return []
         out = self.store.feedback_dir(attempt)
         out.mkdir(parents=True, exist_ok=True)
         for html in written:
@@ -318,6 +340,14 @@ class GradingLoop:
             shutil.copyfile(html, tmp)
             os.chmod(tmp, 0o644)  # students read it with their own user id
             os.replace(tmp, outbound / f"{checksum}.html")
+
+
+def _newer(outputs: list[Path], inputs: list[Path], since: float = 0.0) -> bool:
+    """Every output exists and was written after every input (and after ``since``)."""
+    try:
+        return min(p.stat().st_mtime for p in outputs) >= max([since, *(p.stat().st_mtime for p in inputs)])
+    except (OSError, ValueError):
+        return False
 
 
 def _signature(path: Path) -> tuple | None:

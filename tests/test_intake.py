@@ -193,6 +193,20 @@ def test_a_new_version_in_submitted_is_graded_once(tmp_path):
     assert [a.score for a in attempts] == [6.0, 3.0] and {a.source for a in attempts} == {"submitted"}
 
 
+def test_submissions_a_batch_already_graded_are_not_graded_again(tmp_path):
+    root = make_course(tmp_path / "course")
+    run_cli("release", TOY_LAB, "--course-dir", str(root))
+    release = nbformat.read(root / "labs" / TOY_LAB / TOY_NOTEBOOK, as_version=4)
+    for student in ("gina", "hal"):
+        submit(root, student, fill_answers(release, toy_source_notebook(), solved=SOLVED))
+    run_cli("grade", TOY_LAB, "--course-dir", str(root))
+    submit(root, "hal", fill_answers(release, toy_source_notebook(), solved={"square"}))  # changed since
+    env = {"AUTOGRADER_EXCHANGE": str(tmp_path / "exchange")}
+    out = run_cli("watch", "--course-dir", str(root), "--once", env=env).stdout
+    assert "grading toy: hal" in out and "gina" not in out
+    assert [a.student for a in AttemptStore(Course(root)).all()] == ["hal"]
+
+
 def test_attempts_are_stored_whole_and_by_seed_once(tmp_path):
     root = make_course(tmp_path)
     store = AttemptStore(Course(root))
