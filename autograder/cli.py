@@ -3,6 +3,7 @@
     autograder release LAB [--course-dir D] [--exchange]
     autograder watch [--course-dir D] [--workers N] [--once]
     autograder serve [--course-dir D] [--host 127.0.0.1] [--port P] [--workers N]
+    autograder attempts [LAB] [--student ID] [--waiting] [--course-dir D]
     autograder tokens add|list|revoke [NAME ...] [--instructor] [--course-dir D]
     autograder grade LAB [--course-dir D] [--student ID ...] [--workers N]
                          [--cell-timeout SEC] [--timeout SEC] [--memory-limit SIZE] [--disk-limit SIZE]
@@ -99,6 +100,21 @@ def cmd_grade(args) -> int:
     print(format_table(rows))
     errors = sum(r.status == "error" for r in rows)
     print(f"\n{len(rows)} submission(s): {len(rows) - errors} graded, {errors} with errors")
+    return 0
+
+
+def cmd_attempts(args) -> int:
+    from tabulate import tabulate
+
+    from .attempts import AttemptStore
+
+    store = AttemptStore(_course(args))
+    attempts = store.waiting() if args.waiting else store.all(lab=args.lab, student=args.student)
+    rows = [[a.id, a.student, a.lab, a.source, a.status,
+             "" if a.score is None else f"{a.score:g}/{a.max_score - a.manual_pending:g}",
+             "" if a.latency is None else f"{a.latency:.1f}", a.message[:80]] for a in attempts]
+    print(tabulate(rows, headers=["attempt", "student", "lab", "from", "status", "score", "latency s", "message"],
+                   tablefmt="simple") if rows else "no attempts")
     return 0
 
 
@@ -295,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--sbatch-arg", action="append", default=None, metavar="ARG",
                        help="one more sbatch argument, e.g. --sbatch-arg=--qos=short (repeatable)")
     p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("attempts", help="what students handed in to `watch` / `serve`, and what became of it")
+    p.add_argument("lab", nargs="?", default=None)
+    course_dir(p)
+    p.add_argument("--student", default=None, metavar="ID")
+    p.add_argument("--waiting", action="store_true", help="only those still waiting to be graded")
+    p.set_defaults(func=cmd_attempts)
 
     p = sub.add_parser("tokens", help="course tokens for `autograder serve` (stored hashed)")
     p.add_argument("action", choices=["add", "list", "revoke"])

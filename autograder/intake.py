@@ -283,7 +283,7 @@ class GradingLoop:
         attempt.manual_pending = row.manual_pending
         attempt.message = row.message
         if row.status == "unchanged":
-            attempt.message = "the same notebook as the last version graded: its score stands (not run again)"
+            attempt.message = "not run again: the same notebook as the last version graded (its score stands)"
         attempt.run_seconds = row.seconds.get("cells") if row.seconds else None
         attempt.finished = utcnow().isoformat()
         self.store.save(attempt)

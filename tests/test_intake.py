@@ -157,6 +157,9 @@ def test_what_arrived_while_down_is_graded_newest_first_and_never_twice(hub):
     # nothing new: nothing graded
     assert "grading" not in hub.watch("--once").stdout
     assert hub.gradebook_rows() == [("alice", 6.0)]
+    listed = run_cli("attempts", TOY_LAB, "--course-dir", str(hub.course_dir)).stdout
+    assert listed.count("alice") == 3 and "superseded" in listed and "not run again" in listed
+    assert run_cli("attempts", "--waiting", "--course-dir", str(hub.course_dir)).stdout.strip() == "no attempts"
 
 
 def test_a_loop_killed_while_grading_loses_and_doubles_nothing(tmp_path):
