@@ -342,6 +342,17 @@ class GradingLoop:
             os.replace(tmp, outbound / f"{checksum}.html")
 
 
+def loop_pid(course: Course) -> int | None:
+    """The pid of the grading loop running on ``course`` (``watch`` or ``serve``'s), or None."""
+    import psutil
+
+    try:
+        pid = int((course.state / "intake" / "lock").read_text().strip())
+        return pid if "autograder" in " ".join(psutil.Process(pid).cmdline()) else None
+    except (OSError, ValueError, psutil.Error):
+        return None
+
+
 def _newer(outputs: list[Path], inputs: list[Path], since: float = 0.0) -> bool:
     """Every output exists and was written after every input (and after ``since``)."""
     try:

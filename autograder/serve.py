@@ -42,6 +42,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from .attempts import FINISHED, GRADED, Attempt, AttemptStore, utcnow
 from .course import Course, CourseError
+from .intake import loop_pid
 from .tokens import Identity, TokenStore
 
 SESSION_COOKIE = "rai_session"
@@ -413,7 +414,8 @@ def create_app(course: Course, settings: ServeSettings | None = None) -> FastAPI
         attempt = portal.attempt_for(identity, attempt_id)
         lab = course.lab(attempt.lab)
         return portal.page(request, "attempt.html", title=f"{lab.title}: attempt", lab=lab, attempt=attempt,
-                           ahead=portal.queue_position(attempt) if attempt.waiting else 0)
+                           ahead=portal.queue_position(attempt) if attempt.waiting else 0,
+                           grader=loop_pid(course) is not None)
 
     @app.get("/api/attempts/{attempt_id}")
     def attempt_status(request: Request, attempt_id: str):
@@ -461,7 +463,7 @@ def create_app(course: Course, settings: ServeSettings | None = None) -> FastAPI
 
     @app.get("/healthz")
     def healthz():
-        return {"ok": True, "waiting": len(portal.store.waiting())}
+        return {"ok": True, "waiting": len(portal.store.waiting()), "grader": loop_pid(course) is not None}
 
     return app
 

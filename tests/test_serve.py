@@ -132,12 +132,15 @@ def test_an_upload_stored_while_no_grader_runs_is_graded_after_a_restart(tmp_pat
         frank = service.client("frank")
         waiting = attempt_id(frank.hand_in(TOY_LAB, notebook(course)))
         assert frank.get(f"/api/attempts/{waiting}").json()["status"] == "pending"
-        assert "Waiting for a grader" in frank.get(f"/attempts/{waiting}").text
+        page = frank.get(f"/attempts/{waiting}").text
+        assert "Waiting for a grader" in page and "No grader is running at the moment" in page
+        assert frank.get("/healthz").json() == {"ok": True, "waiting": 1, "grader": False}
     finally:
         service.stop()
     service.start("--workers", "1")
     try:
         frank = service.client("frank")
         assert frank.wait_graded(waiting)["score"] == 6.0
+        assert frank.get("/healthz").json() == {"ok": True, "waiting": 0, "grader": True}
     finally:
         service.stop()
