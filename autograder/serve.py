@@ -327,7 +327,7 @@ def create_app(course: Course, settings: ServeSettings | None = None) -> FastAPI
                             secure=settings.secure_cookies, path="/")
 
     @app.get("/login", response_class=HTMLResponse)
-    def login_form(request: Request, error: str = ""):
+    def login_form(request: Request):
         nonce = secrets.token_hex(16)
         response = portal.page(request, "login.html", title="Sign in", login_csrf=nonce)
         cookie(response, LOGIN_CSRF_COOKIE, nonce, 3600)

@@ -106,6 +106,19 @@ def test_uploads_are_capped_checked_and_rate_limited(service, course):
     dave = service.client("dave")
     too_big = dave.hand_in(TOY_LAB, b" " * 300_000 + notebook(course))
     assert too_big.status_code == 413 and "upload limit" in too_big.text
+    # without a Content-Length (chunked), the body is cut off as it streams in
+    csrf = dave.csrf(dave.get("/").text)
+
+    def streamed():
+        yield (f'--b\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n{csrf}\r\n--b\r\n'
+               f'Content-Disposition: form-data; name="lab"\r\n\r\n{TOY_LAB}\r\n--b\r\n'
+               'Content-Disposition: form-data; name="notebook"; filename="toy.ipynb"\r\n\r\n').encode()
+        for _ in range(100):
+            yield b" " * 10_000
+        yield b"\r\n--b--\r\n"
+
+    chunked = dave.post("/submit", content=streamed(), headers={"content-type": "multipart/form-data; boundary=b"})
+    assert chunked.status_code == 413 and "upload limit" in chunked.text
     not_ipynb = dave.hand_in(TOY_LAB, notebook(course), filename="toy.py")
     assert not_ipynb.status_code == 400 and "Only Jupyter notebooks" in not_ipynb.text
     broken = dave.hand_in(TOY_LAB, notebook(course)[:-40])
