@@ -436,6 +436,17 @@ def create_app(course: Course, settings: ServeSettings | None = None) -> FastAPI
         return Response(html, media_type="text/html; charset=utf-8",
                         headers={"Content-Security-Policy": FEEDBACK_CSP})
 
+    @app.get("/attempts/{attempt_id}/notebook/{name}")
+    def handed_in(request: Request, attempt_id: str, name: str):
+        """The notebook as it was handed in: a student gets any earlier version back."""
+        identity, _ = signed_in(request)
+        attempt = portal.attempt_for(identity, attempt_id)
+        path = portal.store.files(attempt) / name
+        if name not in course.lab(attempt.lab).notebooks or not path.is_file():
+            raise HTTPException(404, "This attempt has no such notebook.")
+        return Response(path.read_bytes(), media_type="application/x-ipynb+json",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
     @app.get("/instructor", response_class=HTMLResponse)
     def instructor(request: Request):
         identity, _ = signed_in(request)

@@ -48,6 +48,9 @@ def test_a_student_hands_in_and_sees_score_feedback_and_history(service, course)
     # the history lists both; the first was graded or superseded by the second, never lost
     history = alice.get(f"/labs/{TOY_LAB}").text
     assert first in history and second in history
+    # any version can be downloaded again, byte for byte
+    assert alice.get(f"/attempts/{first}/notebook/{TOY_NOTEBOOK}").content == notebook(course, solved=("square",))
+    assert alice.get(f"/attempts/{first}/notebook/timestamp.txt").status_code == 404
     assert alice.get(f"/api/attempts/{first}").json()["status"] in ("graded", "superseded")
     # the instructor's table shows the latest score
     table = service.client("prof").get("/instructor").text
@@ -58,7 +61,8 @@ def test_no_path_from_one_students_work_to_anothers(service, course):
     alice, bob = service.client("alice"), service.client("bob")
     mine = attempt_id(alice.hand_in(TOY_LAB, notebook(course)))
     alice.wait_graded(mine)
-    for path in (f"/attempts/{mine}", f"/attempts/{mine}/feedback/toy.html", f"/api/attempts/{mine}"):
+    for path in (f"/attempts/{mine}", f"/attempts/{mine}/feedback/toy.html", f"/api/attempts/{mine}",
+                 f"/attempts/{mine}/notebook/{TOY_NOTEBOOK}"):
         assert bob.get(path).status_code == 404
         assert alice.get(path).status_code == 200
     assert mine not in bob.get(f"/labs/{TOY_LAB}").text
