@@ -310,8 +310,9 @@ class GradingLoop:
         if not _newer(written, graded):  # a version not run again keeps the feedback it has (1 s saved)
             try:
                 written = [Path(p) for p in generate_feedback(self.course, lab.name, attempt.student)]
-            except CourseError as exc:
-                attempt.notes.append(f"no feedback: {exc}".splitlines()[0])
+            except Exception as exc:  # noqa: BLE001 -- the score stands without feedback; say why
+                attempt.notes.append(f"no feedback: {type(exc).__name__}: {exc}".splitlines()[0])
+                self.log(f"{attempt.student} {attempt.lab}: {attempt.notes[-1]}")
                 return []
         out = self.store.feedback_dir(attempt)
         out.mkdir(parents=True, exist_ok=True)
