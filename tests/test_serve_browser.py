@@ -8,6 +8,7 @@ and their folder printed.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -122,9 +123,9 @@ def test_another_students_feedback_is_refused(browser, service, shots):
 
 
 def _latest_graded(client) -> str:
+    """The id of a graded attempt on the lab's history page (links to attempts, not to their files)."""
     page = client.get(f"/labs/{LAB}").text
-    ids = [line.split("/attempts/")[1].split('"')[0] for line in page.splitlines()
-           if 'href="/attempts/' in line and "/feedback/" not in line]
+    ids = re.findall(r'href="/attempts/([^"/]+)"', page)
     graded = [i for i in ids if client.get(f"/api/attempts/{i}").json()["status"] == "graded"]
     assert graded, page
     return graded[0]
