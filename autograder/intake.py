@@ -40,11 +40,16 @@ from .attempts import (ERROR, GRADED, GRADING, PENDING, SUPERSEDED, Attempt, Att
                        utcnow)
 from .coordinator import Coordinator, GradeOptions, Row, _tree_digest, pid_lock
 from .course import COURSE_ID, Course, CourseError
+from .record import read_timestamp
 from .worker import MAX_SUBMISSION_BYTES, atomic_write
 
 SETTLE_SECONDS = 2.0  # an exchange entry without nbgrader's submission_secret.txt is taken once this old
 MAX_TRIES = 3         # grader failures (not the student's) before an attempt is reported as an error
 EXTRA_FILES = ("timestamp.txt", "submission_secret.txt")
+
+
+def _lock_path(course: Course) -> Path:
+    return course.state / "intake" / "lock"
 
 
 def exchange_root(course: Course) -> Path:
@@ -71,10 +76,11 @@ class GradingLoop:
         self._skipped: set[str] = set()   # exchange entries reported once as unusable
         self._ingested: set[str] = set()  # exchange entries already stored (cache of the store)
         self._signatures: dict[str, tuple] = {}  # submitted/STUDENT/LAB -> stat signature last seen
+        self._known: dict[str, str] | None = None
 
     # -- one loop per course ------------------------------------------------------
     def exclusive(self):
-        return pid_lock(self.state / "lock", lambda pid: (
+        return pid_lock(_lock_path(self.course), lambda pid: (
             f"a grading loop (`autograder watch` or `serve`) already runs on this course (pid {pid})"))
 
     def run(self, stop: threading.Event | None = None, until_idle: bool = False) -> None:
@@ -111,11 +117,13 @@ class GradingLoop:
         waiting = self.store.waiting()
         if not waiting:
             return False
-        batch = self.next_batch(waiting)
-        return self.grade(batch) if batch else True
+        self.grade(self.next_batch(waiting))
+        return True
 
     # -- 1. ingest ------------------------------------------------------------------
     def ingest_exchange(self) -> list[Attempt]:
+        from nbgrader.utils import parse_utc
+
         inbound = self.exchange / "inbound"
         labs = set(self.course.lab_names())
         added = []
@@ -136,13 +144,8 @@ class GradingLoop:
                 except OSError:
                     continue
             try:
-                from nbgrader.utils import parse_utc
-
-                timestamp = parse_utc(stamp)
-                lab = self.course.lab(lab_name)
-                files = read_files(entry, [*lab.notebooks, *EXTRA_FILES], MAX_SUBMISSION_BYTES)
-                attempt = self.store.add(student, lab_name, files, "exchange", timestamp=timestamp,
-                                         seed=f"exchange:{name}", origin=name)
+                attempt = self._store_folder(entry, student, lab_name, "exchange", parse_utc(stamp),
+                                             seed=f"exchange:{name}", origin=name)
             except (CourseError, ValueError, OverflowError, OSError) as exc:
                 self._skip(name, str(exc))
                 continue
@@ -152,6 +155,13 @@ class GradingLoop:
                 self.log(f"{attempt.student} {attempt.lab}: submitted through the exchange ({name})")
         return added
 
+    def _store_folder(self, folder: Path, student: str, lab_name: str, source: str, timestamp, *,
+                      seed: str, origin: str) -> Attempt:
+        """The lab's notebooks and nbgrader's records in ``folder``, stored as an attempt (once per seed)."""
+        lab = self.course.lab(lab_name)
+        files = read_files(folder, [*lab.notebooks, *EXTRA_FILES], MAX_SUBMISSION_BYTES)
+        return self.store.add(student, lab_name, files, source, timestamp=timestamp, seed=seed, origin=origin)
+
     def _skip(self, name: str, why: str) -> None:
         self._skipped.add(name)
         self.log(f"exchange entry {name!r} ignored: {why}")
@@ -160,8 +170,9 @@ class GradingLoop:
         """A ``submitted/STUDENT/LAB`` that changed since the loop last saw or wrote it becomes an attempt."""
         known = self._known_submitted()
         added = []
+        students = list(iter_dirs(self.course.submitted))
         for lab_name in self.course.lab_names():
-            for student_dir in iter_dirs(self.course.submitted):
+            for student_dir in students:
                 path = student_dir / lab_name
                 key = f"{student_dir.name}/{lab_name}"
                 signature = _signature(path)
@@ -175,13 +186,8 @@ class GradingLoop:
                     self._remember_submitted(key, digest)  # a batch graded it: not a new version
                     continue
                 try:
-                    lab = self.course.lab(lab_name)
-                    files = read_files(path, [*lab.notebooks, *EXTRA_FILES], MAX_SUBMISSION_BYTES)
-                    from .record import read_timestamp
-
-                    attempt = self.store.add(student_dir.name, lab_name, files, "submitted",
-                                             timestamp=read_timestamp(path), seed=f"submitted:{key}:{digest}",
-                                             origin=str(path))
+                    attempt = self._store_folder(path, student_dir.name, lab_name, "submitted", read_timestamp(path),
+                                                 seed=f"submitted:{key}:{digest}", origin=str(path))
                 except CourseError as exc:
                     self.log(f"{path} ignored: {exc}")
                     continue
@@ -200,10 +206,13 @@ class GradingLoop:
             return False
 
     def _known_submitted(self) -> dict[str, str]:
-        try:
-            return json.loads((self.state / "submitted.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
+        """Digest of each ``submitted/STUDENT/LAB`` as last seen or written (read once: the loop alone writes it)."""
+        if self._known is None:
+            try:
+                self._known = json.loads((self.state / "submitted.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                self._known = {}
+        return self._known
 
     def _remember_submitted(self, key: str, digest: str) -> None:
         known = self._known_submitted()
@@ -246,7 +255,7 @@ class GradingLoop:
         self._signatures[key] = _signature(dest)
 
     # -- 3. grade ---------------------------------------------------------------------
-    def grade(self, batch: list[Attempt]) -> bool:
+    def grade(self, batch: list[Attempt]) -> None:
         lab = self.course.lab(batch[0].lab)
         by_student = {a.student: a for a in batch}
         options = GradeOptions(students=sorted(by_student), workers=self.workers, progress=False,
@@ -264,8 +273,6 @@ class GradingLoop:
         except CourseError as exc:  # e.g. an instructor's `autograder grade` holds the lab: wait for it
             self.log(f"{lab.name}: {exc}; trying again in {max(self.poll, 5):g} s")
             time.sleep(max(self.poll, 5))
-            return True
-        return True
 
     # -- 4. feedback ------------------------------------------------------------------
     def finish(self, attempt: Attempt, row: Row) -> None:
@@ -348,7 +355,7 @@ def loop_pid(course: Course) -> int | None:
     import psutil
 
     try:
-        pid = int((course.state / "intake" / "lock").read_text().strip())
+        pid = int(_lock_path(course).read_text().strip())
         return pid if "autograder" in " ".join(psutil.Process(pid).cmdline()) else None
     except (OSError, ValueError, psutil.Error):
         return None

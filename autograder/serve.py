@@ -236,8 +236,8 @@ class Portal:
     def uploads_left(self, student: str) -> tuple[int, float]:
         """(uploads still allowed now, seconds until the oldest in the window expires)."""
         since = utcnow() - dt.timedelta(seconds=self.settings.window_seconds)
-        recent = sorted(dt.datetime.fromisoformat(a.received) for a in self.store.all(student=student)
-                        if dt.datetime.fromisoformat(a.received) > since)
+        received = (dt.datetime.fromisoformat(a.received) for a in self.store.all(student=student))
+        recent = sorted(when for when in received if when > since)
         left = self.settings.uploads_per_window - len(recent)
         wait = (recent[0] - since).total_seconds() if recent else 0.0
         return left, wait
